@@ -1,0 +1,165 @@
+"""The ``dlsuite`` command: thin subcommands that parse arguments and call plain functions.
+
+Errors the user can fix (:class:`~dlsuite.errors.DlsuiteError`) print one line and exit 2, with
+nothing written. A run stopped by Ctrl-C / SIGTERM exits 130 / 143 after ending its MLflow run KILLED.
+Each subcommand is an ``add_*`` function below, registered in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from dlsuite.errors import DlsuiteError
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def _quiet() -> None:
+    # Lightning's start-up chatter and hints about DataLoader workers do not apply to the
+    # in-memory path; keep warnings that matter.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for msg in (".*does not have many workers.*", ".*LeafSpec.*", ".*treespec.*", ".*Checkpoint directory.*exists.*"):
+        warnings.filterwarnings("ignore", message=msg)
+
+
+# -- train ------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one run from a YAML config plus overrides."""
+    from dlsuite.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from dlsuite.train.run import TrainingDiverged, is_rank_zero, train
+
+    try:
+        result = train(cfg)
+    except TrainingDiverged as exc:
+        print(f"dlsuite: run FAILED: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if is_rank_zero():
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("test_", "best_"))}
+        print(f"run {result.run_id or '(untracked)'} {result.status}: {shown}")
+        if result.run_id:
+            print("compare runs in the MLflow UI: dlsuite ui")
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train one run", description=cmd_train.__doc__)
+    p.add_argument("config", help="run config YAML (see configs/)")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values by dotted key, e.g. --set optim.lr=1e-3 data.batch_size=64",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=cmd_train)
+
+
+# -- list -------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the registered names of one kind, one per line (or the kinds, without KIND)."""
+    from dlsuite.registry import REGISTRIES, get_registry
+
+    if args.kind is None:
+        get_registry("models")  # fills every registry
+        for kind, reg in REGISTRIES.items():
+            print(f"{kind:22s} {reg.help}")
+        return 0
+    for name in get_registry(args.kind).names(args.pattern):
+        print(name)
+    return 0
+
+
+def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("list", help="list registered names of a kind", description=cmd_list.__doc__)
+    p.add_argument("kind", nargs="?", help="models, datasets, optimizers, schedulers, losses, inits, ...")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'res*'")
+    p.set_defaults(func=cmd_list)
+
+
+# -- ui ---------------------------------------------------------------------------------------
+def ui_command(uri: str | None, host: str, port: int) -> list[str]:
+    """The ``mlflow server`` command line serving this suite's store."""
+    from dlsuite.tracking.store import artifact_root, resolve_uri
+
+    resolved = resolve_uri(uri)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        resolved,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    root = artifact_root(resolved)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    return cmd
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Open the MLflow UI on this suite's store (bound to 127.0.0.1 unless --host says otherwise)."""
+    cmd = ui_command(args.uri, args.host, args.port)
+    if args.uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not os.path.exists("mlruns"):
+        raise DlsuiteError("no ./mlruns store here yet: train a run first, or pass --uri")
+    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execv(cmd[0], cmd)  # noqa: S606  replace this process: signals reach the server directly
+    return 0  # pragma: no cover
+
+
+def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("ui", help="open the MLflow UI on the run store", description=cmd_ui.__doc__)
+    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.set_defaults(func=cmd_ui)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui]  # type: ignore[type-arg]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="dlsuite", description="PyTorch Lightning experiment suite with MLflow tracking and Optuna studies."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _quiet()
+    try:
+        return int(args.func(args))
+    except DlsuiteError as exc:
+        print(f"dlsuite: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print(f"dlsuite: interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return 143 if "SIGTERM" in str(exc) else 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""MLflow tracking: the store, the run lifecycle, the epoch logger and the figures."""

@@ -1,0 +1,64 @@
+"""PNG figures logged with every run: learning curves and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs go on servers and in CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def learning_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Train/validation loss and accuracy per epoch, with the best validation epoch marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(r["epoch"]) for r in history]
+    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
+        for split, style in (("train", "-"), ("val", "--")):
+            ys = [r.get(f"{split}_{key}", np.nan) for r in history]
+            ax.plot(epochs, ys, style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    vals = [r.get("val_acc", np.nan) for r in history]
+    if vals and not np.all(np.isnan(vals)):
+        best = epochs[int(np.nanargmax(vals))]
+        ax_acc.axvline(best, color="grey", lw=0.8, ls=":", label=f"best val (epoch {best})")
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.suptitle("learning curves (gap = train - validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Row-normalised confusion matrix (true class by row) with counts written in cells."""
+    n = len(classes)
+    size = min(max(4.0, 0.5 * n), 20.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(int(matrix[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

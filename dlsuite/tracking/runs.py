@@ -1,0 +1,144 @@
+"""The life of one MLflow run: created only once the config is valid, always ended.
+
+A run ends FINISHED on success, FAILED on an exception (the reason in the ``dlsuite.error`` tag),
+KILLED on Ctrl-C or SIGTERM. A process killed with SIGKILL cannot end its run, so every run records
+its owner (host, pid, process start time) and the next dlsuite command on that host reaps runs whose
+owner is gone, ending them KILLED: no run stays RUNNING once the suite is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from types import FrameType, TracebackType
+from typing import Any
+
+from dlsuite.tracking import store
+
+OWNER_TAG = "dlsuite.owner"
+ERROR_TAG = "dlsuite.error"
+
+
+class Killed(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM arrives, so the run unwinds and ends KILLED."""
+
+
+def _start_time(pid: int) -> str:
+    """Process start time (clock ticks since boot) from /proc, to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def owner_id(pid: int | None = None) -> str:
+    """``host:pid:start`` naming a live process."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the owning process still runs; None when it ran on another host (cannot tell)."""
+    try:
+        host, pid_s, start = owner.rsplit(":", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start == "?" or _start_time(pid) == start
+
+
+def reap_orphans(c: Any, reason: str = "owner process died (killed?)") -> list[str]:
+    """End as KILLED every RUNNING run whose owner on this host is gone; return their ids."""
+    reaped: list[str] = []
+    exp_ids = [e.experiment_id for e in c.search_experiments()]
+    if not exp_ids:
+        return reaped
+    for run in c.search_runs(exp_ids, filter_string="attributes.status = 'RUNNING'", max_results=5000):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner and owner_alive(owner) is False:
+            c.set_tag(run.info.run_id, ERROR_TAG, reason)
+            c.set_terminated(run.info.run_id, status="KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
+class TrackedRun:
+    """Context manager around one MLflow run.
+
+    Args:
+        uri: tracking URI (None: default store).
+        experiment: experiment name.
+        run_name: the run's name.
+        tags: tags set at creation.
+        parent_run_id: makes this a child run (``mlflow.parentRunId``), e.g. a study trial.
+    """
+
+    def __init__(
+        self,
+        uri: str | None,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        self.client = store.client(uri)
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.parent_run_id = parent_run_id
+        self.run_id = ""
+        self.status = "RUNNING"
+        self._signal: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> TrackedRun:
+        reap_orphans(self.client)
+        exp = store.experiment_id(self.client, self.experiment)
+        tags = {**self.tags, OWNER_TAG: owner_id()}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self._install_signals()
+        return self
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._signal = signal.Signals(signum).name
+            raise Killed(self._signal)
+
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: the caller handles signals
+            self._old = {}
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        clean_exit = isinstance(ev, SystemExit) and not ev.code and not self._signal
+        if et is None or clean_exit:
+            self.status = "FINISHED"
+        elif self._signal or issubclass(et, KeyboardInterrupt):
+            self.status = "KILLED"
+            self.client.set_tag(self.run_id, ERROR_TAG, f"interrupted ({self._signal or 'KeyboardInterrupt'})")
+        else:
+            self.status = "FAILED"
+            self.client.set_tag(self.run_id, ERROR_TAG, f"{et.__name__}: {ev}"[:5000])
+        self.client.set_terminated(self.run_id, status=self.status, end_time=int(time.time() * 1000))
+
+    @property
+    def interrupted_by(self) -> str | None:
+        """The signal that ended the run, if any."""
+        return self._signal

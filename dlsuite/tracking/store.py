@@ -1,0 +1,59 @@
+"""Where runs are recorded: the MLflow tracking URI and artifact root.
+
+MLflow >= 3.13 refuses the old ``file:./mlruns`` store, so the default is a SQLite database with an
+artifact folder beside it, both inside ``./mlruns/``. ``MLFLOW_TRACKING_URI`` or ``tracking.uri``
+point elsewhere (a tracking server for several hosts, for example).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI: explicit, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns/mlflow.db``."""
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifact location for new experiments: ``<db folder>/artifacts`` for SQLite stores,
+    the server's own default otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    """An MLflow client on the resolved store (creating the SQLite folder if needed)."""
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    resolved = resolve_uri(uri)
+    if resolved.startswith("sqlite:///"):
+        Path(resolved[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=resolved)
+
+
+def experiment_id(c: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created (with our artifact root) when missing."""
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(c.create_experiment(name, artifact_location=artifact_root(c.tracking_uri)))
+    except Exception:
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)

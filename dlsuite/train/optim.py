@@ -1,0 +1,149 @@
+"""Optimisers and learning-rate schedules built from the ``optim`` config section, by name.
+
+Weight decay is applied to weights only: biases and normalisation parameters (every tensor of fewer
+than two dimensions) go in a group without decay unless ``optim.decay_norm_and_bias`` is set, as in
+nanoGPT and timm, since decaying them only hurts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as sched
+
+from dlsuite.config import OptimConfig, ScheduleConfig
+from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.registry import Registry
+
+OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizers", "torch.optim optimisers")
+for _name, _cls in {
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adamax": torch.optim.Adamax,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "lbfgs": torch.optim.LBFGS,
+}.items():
+    OPTIMIZERS.add(_name, _cls)
+
+
+def _accepts(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls).parameters
+
+
+def optimizer_kwargs(cfg: OptimConfig) -> dict[str, Any]:
+    """Keyword arguments for ``cfg.name``'s constructor; options it does not take are refused."""
+    cls = OPTIMIZERS.get(cfg.name, what="optimizer")
+    kw: dict[str, Any] = {"lr": cfg.lr}
+    defaults = OptimConfig.model_fields
+    for key in ("weight_decay", "momentum", "nesterov", "betas", "eps"):
+        value = getattr(cfg, key)
+        if _accepts(cls, key):
+            kw[key] = tuple(value) if key == "betas" else value
+        elif value != defaults[key].default:
+            users = [n for n in OPTIMIZERS if _accepts(OPTIMIZERS.get(n), key)]
+            raise ConfigError(f"optim.{key} does not apply to {cfg.name!r}; it applies to: {', '.join(users)}")
+    valid = [p for p in inspect.signature(cls).parameters if p not in ("params", "self")]
+    for key, value in cfg.args.items():
+        if key not in valid:
+            raise ConfigError(
+                f"optimizer {cfg.name!r} has no option optim.args.{key}{did_you_mean(key, valid)}; "
+                f"its options: {', '.join(valid)}"
+            )
+        kw[key] = value
+    return kw
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
+    """Split parameters into a decayed group (>= 2-D weights) and an undecayed one (biases, norms)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_all or weight_decay == 0:
+        return [{"params": params}]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Build the configured optimiser over ``model``'s trainable parameters."""
+    kw = optimizer_kwargs(cfg)
+    cls = OPTIMIZERS.get(cfg.name, what="optimizer")
+    if not _accepts(cls, "weight_decay"):
+        return cls([p for p in model.parameters() if p.requires_grad], **kw)
+    return cls(param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), **kw)
+
+
+# A schedule builder returns the scheduler and whether it steps per "epoch" or per "step".
+ScheduleBuilder = Callable[[torch.optim.Optimizer, ScheduleConfig, int, int], tuple[Any, str]]
+SCHEDULERS: Registry[ScheduleBuilder] = Registry("schedulers", "learning-rate schedules")
+
+
+@SCHEDULERS.register("constant")
+def _constant(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.ConstantLR(opt, factor=1.0, total_iters=0), "epoch"
+
+
+@SCHEDULERS.register("step")
+def _step(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.StepLR(opt, step_size=c.step_size, gamma=c.gamma), "epoch"
+
+
+@SCHEDULERS.register("multistep")
+def _multistep(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.MultiStepLR(opt, milestones=c.milestones, gamma=c.gamma), "epoch"
+
+
+@SCHEDULERS.register("exponential")
+def _exponential(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.ExponentialLR(opt, gamma=c.gamma), "epoch"
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.CosineAnnealingLR(opt, T_max=max(1, epochs - c.warmup_epochs), eta_min=c.min_lr), "epoch"
+
+
+@SCHEDULERS.register("cosine_restarts")
+def _restarts(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.CosineAnnealingWarmRestarts(
+        opt, T_0=c.restart_epochs, T_mult=c.restart_mult, eta_min=c.min_lr
+    ), "epoch"
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    # One-cycle has its own warm-up phase; it steps every batch.
+    max_lr = [g["lr"] for g in opt.param_groups]
+    return sched.OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, epochs * steps)), "step"
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: int) -> tuple[Any, str]:
+    return sched.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch"
+
+
+def create_scheduler(
+    opt: torch.optim.Optimizer, c: ScheduleConfig, max_epochs: int, steps_per_epoch: int
+) -> dict[str, Any]:
+    """A Lightning ``lr_scheduler`` dict for the configured schedule, with optional linear warmup."""
+    main, interval = SCHEDULERS.get(c.name, what="schedule")(opt, c, max_epochs, steps_per_epoch)
+    if c.warmup_epochs and c.name in ("onecycle", "plateau"):
+        raise ConfigError(
+            f"optim.schedule.warmup_epochs does not combine with {c.name!r} "
+            "(onecycle warms up by itself; plateau cannot be chained)"
+        )
+    if c.warmup_epochs:
+        warm = sched.LinearLR(opt, start_factor=c.warmup_start, total_iters=c.warmup_epochs)
+        main = sched.SequentialLR(opt, [warm, main], milestones=[c.warmup_epochs])
+    out: dict[str, Any] = {"scheduler": main, "interval": interval}
+    if c.name == "plateau":
+        out["monitor"] = "val_loss"
+    return out

@@ -1,0 +1,234 @@
+"""``train(cfg) -> RunResult``: one tracked training run as a plain function.
+
+Order matters for "bad input writes nothing": the config is validated, the data loaded and the model
+built before the MLflow run is created; from then on the run always ends (FINISHED, FAILED or KILLED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+from dlsuite.config import RunConfig
+from dlsuite.data import create_datamodule
+from dlsuite.errors import DlsuiteError
+from dlsuite.models import apply_init, count_params, create_model
+from dlsuite.tasks import create_task
+from dlsuite.tracking import plots
+from dlsuite.tracking.env import environment
+from dlsuite.tracking.logger import EpochMLflowLogger
+from dlsuite.tracking.runs import Killed, TrackedRun
+
+
+class TrainingDiverged(DlsuiteError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its MLflow id (None when untracked), end status, summary metrics,
+    per-epoch history, and the trained task (best checkpoint's weights when there was validation)."""
+
+    run_id: str | None
+    status: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    task: Any = None
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns tracking (rank 0 of any launcher, or a plain process)."""
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+class _DivergenceCheck(Callback):
+    # Checked once per epoch from the already-synced epoch record, so the step pays nothing.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        history = getattr(pl_module, "history", None)
+        if history and not math.isfinite(history[-1].get("train_loss", 0.0)):
+            raise TrainingDiverged(
+                f"training diverged: the loss became {history[-1]['train_loss']} in epoch "
+                f"{int(history[-1]['epoch'])}; lower optim.lr or set optim.grad_clip"
+            )
+
+
+def run_tags(cfg: RunConfig) -> dict[str, str]:
+    """Tags naming what the run is, for filtering in the MLflow UI."""
+    return {
+        "dlsuite.dataset": cfg.data.name,
+        "dlsuite.model": cfg.model.name,
+        "dlsuite.task": cfg.task.name,
+        "dlsuite.config": cfg.name or "",
+        **cfg.tracking.tags,
+    }
+
+
+def summarize(history: list[dict[str, float]], test: dict[str, float]) -> dict[str, float]:
+    """Final numbers of a run: test metrics, best validation and its epoch, final gap."""
+    out = dict(test)
+    vals = [r.get("val_acc", math.nan) for r in history]
+    if vals and not all(math.isnan(v) for v in vals):
+        i = int(np.nanargmax(vals))
+        out["best_val_acc"] = vals[i]
+        out["best_epoch"] = history[i]["epoch"]
+    if history:
+        last = history[-1]
+        out.update(
+            {
+                f"final_{k}": v
+                for k, v in last.items()
+                if k in ("train_acc", "train_loss", "gap_acc", "gap_loss", "val_acc", "val_loss")
+            }
+        )
+        out["epochs_trained"] = float(len(history))
+    return out
+
+
+def _trainer(
+    cfg: RunConfig, ckpt_dir: str, logger: Any, callbacks: list[Callback], has_val: bool
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        save_top_k=1,
+        save_weights_only=False,
+        monitor=t.checkpoint_monitor if has_val else None,
+        mode=t.checkpoint_mode,
+    )
+    cbs: list[Callback] = [ckpt, _DivergenceCheck(), *callbacks]
+    es = cfg.regularization.early_stopping
+    if es is not None:
+        cbs.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
+    if t.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=10))
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        logger=logger if logger is not None else False,
+        callbacks=cbs,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.optim.grad_clip,
+        gradient_clip_algorithm=cfg.optim.grad_clip_method,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_val_batches=1.0 if has_val else 0,
+        log_every_n_steps=1_000_000,
+        default_root_dir=ckpt_dir,
+    )
+    return trainer, ckpt
+
+
+def _log_start(tracked: TrackedRun, cfg: RunConfig, facts: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    params = {**cfg.flat(), **facts, **environment()}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        tracked.client.log_batch(tracked.run_id, params=items[i : i + 100])
+    tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
+
+
+def _log_end(
+    tracked: TrackedRun, task: Any, dm: Any, summary: dict[str, float], best_ckpt: str, cfg: RunConfig
+) -> None:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    tracked.client.log_batch(tracked.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in summary.items()])
+    with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
+        out = Path(tmp)
+        if cfg.tracking.plots and task.history:
+            plots.learning_curves(task.history, out / "learning_curves.png")
+            tracked.client.log_artifact(tracked.run_id, str(out / "learning_curves.png"), "plots")
+        confusion = getattr(task, "confusion", None)
+        if cfg.tracking.plots and confusion is not None and task.test_results:
+            matrix = confusion.compute().cpu().numpy()
+            classes = dm.classes or [str(i) for i in range(len(matrix))]
+            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png")
+            tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")
+    if cfg.tracking.log_checkpoint and best_ckpt and Path(best_ckpt).is_file():
+        tracked.client.log_artifact(tracked.run_id, best_ckpt, "checkpoints")
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
+    """Train, validate and test one run as ``cfg`` describes, recording it in MLflow.
+
+    Args:
+        cfg: the validated run config.
+        parent_run_id: MLflow run to attach this run to as a child (studies, folds).
+        tags: extra tags for the MLflow run.
+        callbacks: extra Lightning callbacks (pruning, diagnostics...).
+
+    Raises:
+        DlsuiteError: bad data or settings, before any run is created; TrainingDiverged on NaN loss.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = create_datamodule(cfg.data, cfg.seed)
+    dm.prepare()  # a missing dataset fails here, before anything is written
+    model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
+    apply_init(model, cfg.model.init, cfg.model.init_std)
+    task = create_task(model, cfg, dm.num_classes, dm.input_shape)
+    has_val = len(dm.splits["val"][1]) > 0
+    facts = {**dm.describe(), "model.num_params": count_params(model)}
+
+    tracked = None
+    if cfg.tracking.enabled and is_rank_zero():
+        name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
+        tracked = TrackedRun(
+            cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), **(tags or {})}, parent_run_id
+        )
+    ckpt_dir = tempfile.mkdtemp(prefix="dlsuite-ckpt-")
+    try:
+        with tracked if tracked is not None else contextlib.nullcontext():
+            logger = None
+            if tracked is not None:
+                _log_start(tracked, cfg, facts)
+                logger = EpochMLflowLogger(tracked.client, tracked.run_id)
+            trainer, ckpt = _trainer(cfg, ckpt_dir, logger, list(callbacks or []), has_val)
+            start = time.perf_counter()
+            try:
+                trainer.fit(task, datamodule=dm)
+                fit_s = time.perf_counter() - start
+                best = ckpt.best_model_path if has_val else ""
+                use_best = best and cfg.trainer.test_checkpoint == "best"
+                trainer.test(task, datamodule=dm, ckpt_path=best if use_best else None, verbose=False)
+            except SystemExit:
+                # Lightning turns Ctrl-C / SIGTERM into a graceful shutdown and sys.exit(1).
+                if tracked is not None and tracked.interrupted_by:
+                    raise Killed(tracked.interrupted_by) from None
+                raise
+            history: list[dict[str, float]] = task.history  # type: ignore[assignment]
+            summary = summarize(history, task.test_results)  # type: ignore[arg-type]
+            summary.update({"num_params": float(facts["model.num_params"]), "fit_time_s": fit_s})
+            if logger is not None:
+                logger.flush()
+            if tracked is not None:
+                _log_end(tracked, task, dm, summary, best, cfg)
+        status = tracked.status if tracked is not None else "FINISHED"
+        return RunResult(tracked.run_id if tracked else None, status, summary, history, task)
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)

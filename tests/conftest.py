@@ -1,0 +1,44 @@
+"""Shared fixtures: every test gets a temporary MLflow store and working directory, so nothing is
+ever written into the checkout's ``mlruns/``; generated datasets are cached once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dlsuite.config import RunConfig, load_config
+
+torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the session (MNIST-1D takes seconds to generate)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_cache: Path) -> str:
+    """A fresh SQLite MLflow store in a temporary folder, set as the default; cwd moves there too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLSUITE_DATA", str(data_cache))
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.progress_bar=false",
+    "data.batch_size=50",
+    "data.train_samples=300",
+    "model.channels=8",
+]
+
+
+def tiny_config(*overrides: str, base: str | None = None, **_: Any) -> RunConfig:
+    """A seconds-long MNIST-1D CNN config, with further ``key=value`` overrides."""
+    return load_config(base, [*TINY, *overrides])
