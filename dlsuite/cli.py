@@ -26,7 +26,13 @@ def _quiet() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    for msg in (".*does not have many workers.*", ".*LeafSpec.*", ".*treespec.*", ".*Checkpoint directory.*exists.*"):
+    for msg in (
+        ".*does not have many workers.*",
+        ".*LeafSpec.*",
+        ".*smaller than the logging interval.*",
+        ".*treespec.*",
+        ".*Checkpoint directory.*exists.*",
+    ):
         warnings.filterwarnings("ignore", message=msg)
 
 

@@ -42,3 +42,33 @@ TINY = [
 def tiny_config(*overrides: str, base: str | None = None, **_: Any) -> RunConfig:
     """A seconds-long MNIST-1D CNN config, with further ``key=value`` overrides."""
     return load_config(base, [*TINY, *overrides])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(store_uri: str, data_cache: Path) -> dict[str, str]:
+    """Environment for ``python -m dlsuite`` subprocesses: this checkout's code, the temp store."""
+    import os
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "MLFLOW_TRACKING_URI": store_uri,
+            "DLSUITE_DATA": str(data_cache),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> Any:
+    """Run the CLI in a subprocess and return the CompletedProcess (text output)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "dlsuite", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

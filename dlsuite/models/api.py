@@ -43,8 +43,8 @@ def model_knobs(name: str) -> dict[str, Any]:
 def check_knobs(name: str, knobs: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` for knobs that model ``name`` does not take."""
     valid = model_knobs(name)
-    for knob in knobs:
-        if knob not in valid:
+    for knob, value in knobs.items():
+        if value is not None and knob not in valid:  # None knobs are dropped, as in timm
             raise ConfigError(
                 f"model {name!r} does not take knob {knob!r}{did_you_mean(knob, valid)}; "
                 f"it takes: {', '.join(valid) or '(none)'}"

@@ -53,6 +53,7 @@ class ClassificationTask(L.LightningModule):
         self.test_results: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self._val: dict[str, float] = {}
+        self._epoch_lr = float("nan")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, num_classes)``."""
@@ -98,6 +99,10 @@ class ClassificationTask(L.LightningModule):
         self.confusion.update(logits, y)
 
     # -- epoch ends --------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        """Remember the learning rate this epoch trains with (the scheduler steps before the epoch end hook)."""
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
     def on_validation_epoch_end(self) -> None:
         """Compute validation metrics (kept for the train-epoch end, which runs after validation)."""
         loss, _ = self._take("val")
@@ -116,7 +121,7 @@ class ClassificationTask(L.LightningModule):
         if "val_acc" in self._val:
             row["gap_acc"] = acc - self._val["val_acc"]
             row["gap_loss"] = self._val["val_loss"] - loss
-        row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        row["lr"] = self._epoch_lr
         self._val = {}
         self.history.append(row)
         self.log_dict({k: v for k, v in row.items() if k != "epoch"}, sync_dist=False)
