@@ -51,6 +51,7 @@ class ClassificationTask(L.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
+        self.test_confusion: Any = None
         self._sums: dict[str, torch.Tensor] = {}
         self._val: dict[str, float] = {}
         self._epoch_lr = float("nan")
@@ -131,6 +132,9 @@ class ClassificationTask(L.LightningModule):
         loss, _ = self._take("test")
         self.test_results = {"test_loss": loss, **{k: float(v) for k, v in self.test_metrics.compute().items()}}
         self.test_metrics.reset()
+        # compute() synchronises across DDP ranks, so every rank must call it here, not rank 0 later
+        self.test_confusion = self.confusion.compute().cpu().numpy()
+        self.confusion.reset()
         self.log_dict(self.test_results, sync_dist=False)
 
     def configure_optimizers(self) -> Any:

@@ -158,9 +158,8 @@ def _log_end(
         if cfg.tracking.plots and task.history:
             plots.learning_curves(task.history, out / "learning_curves.png")
             tracked.client.log_artifact(tracked.run_id, str(out / "learning_curves.png"), "plots")
-        confusion = getattr(task, "confusion", None)
-        if cfg.tracking.plots and confusion is not None and task.test_results:
-            matrix = confusion.compute().cpu().numpy()
+        matrix = getattr(task, "test_confusion", None)
+        if cfg.tracking.plots and matrix is not None:
             classes = dm.classes or [str(i) for i in range(len(matrix))]
             plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png")
             tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")

@@ -1,0 +1,182 @@
+"""The CLI: discoverability, bad input (exit 2, one line, nothing written), signals, orphan runs, UI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from dlsuite.cli import main
+from tests.conftest import TINY, cli_env, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "mnist1d_cnn.yaml")
+
+
+def test_list_prints_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "optimizers"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"sgd", "adam", "adamw", "lbfgs"} <= set(names) and names == sorted(names)
+    for kind, expected in [
+        ("models", "cnn"),
+        ("datasets", "mnist1d"),
+        ("schedulers", "cosine"),
+        ("losses", "cross_entropy"),
+        ("inits", "kaiming_normal"),
+        ("activations", "gelu"),
+    ]:
+        assert main(["list", kind]) == 0
+        assert expected in capsys.readouterr().out.split()
+    assert main(["list"]) == 0
+    assert "models" in capsys.readouterr().out
+    assert main(["list", "modles"]) == 2
+    assert "did you mean 'models'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["list"], ["ui"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0 and "usage: dlsuite" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optim.lr=-1"], "optim.lr: Input should be greater than 0"),
+        (["--set", "model.dropout=1"], "dropout"),
+        (["--set", "data.batch_size=0"], "data.batch_size"),
+        (["--set", "optim.optimizer=adam"], "unknown key 'optim.optimizer'"),
+        (["--set", "model.name=transformr"], "unknown model 'transformr'"),
+        (
+            ["--set", "data.name=cifar10", "data.args={}", "data.root=/nonexistent/cifar", "data.download=false"],
+            "expected files",
+        ),
+        (["--set", "data.name=image_folder", "data.args={}", "data.root=/nonexistent/imgs"], "class sub-folders"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    args: list[str], message: str, store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", CONFIG, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("dlsuite: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mlruns").exists()  # no store, no run, no checkpoint
+
+
+def test_malformed_yaml_exit_code_and_line_in_a_real_process(store: str, data_cache: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: 0.1\n   name: adam\n")
+    proc = run_cli(["train", str(bad)], cli_env(store, data_cache), tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "malformed YAML at" in proc.stderr and "bad.yaml:3" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_train_command_reports_the_run(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", CONFIG, "--set", *TINY, "tracking.experiment=cli"]) == 0
+    out = capsys.readouterr().out
+    assert "FINISHED" in out and "test_acc" in out
+    c = MlflowClient(store)
+    assert len(c.search_runs([c.get_experiment_by_name("cli").experiment_id])) == 1
+
+
+def _wait_for_run(c: MlflowClient, experiment: str, timeout: float = 120) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        exp = c.get_experiment_by_name(experiment)
+        if exp is not None:
+            runs = c.search_runs([exp.experiment_id])
+            if runs and c.get_metric_history(runs[0].info.run_id, "train_loss"):
+                return runs[0].info.run_id  # running and past its first epoch
+        time.sleep(0.5)
+    raise AssertionError("the run never started")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_end_the_run_killed(
+    sig: signal.Signals, code: int, store: str, data_cache: Path, tmp_path: Path
+) -> None:
+    args = ["train", CONFIG, "--set", *TINY, "trainer.max_epochs=10000", "tracking.experiment=sig"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlsuite", *args],
+        env=cli_env(store, data_cache),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    c = MlflowClient(store)
+    run_id = _wait_for_run(c, "sig")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    run = c.get_run(run_id)
+    assert run.info.status == "KILLED" and sig.name in run.data.tags["dlsuite.error"]
+
+
+def test_sigkilled_run_is_reaped_by_the_next_command(store: str, data_cache: Path, tmp_path: Path) -> None:
+    env = cli_env(store, data_cache)
+    args = ["train", CONFIG, "--set", *TINY, "trainer.max_epochs=10000", "tracking.experiment=k9"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlsuite", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    c = MlflowClient(store)
+    run_id = _wait_for_run(c, "k9")
+    proc.kill()
+    proc.wait()
+    assert c.get_run(run_id).info.status == "RUNNING"  # nobody could end it
+    assert run_cli(["train", CONFIG, "--set", *TINY, "tracking.experiment=k9"], env, tmp_path).returncode == 0
+    run = c.get_run(run_id)
+    assert run.info.status == "KILLED" and "owner process died" in run.data.tags["dlsuite.error"]
+    statuses = sorted(r.info.status for r in c.search_runs([c.get_experiment_by_name("k9").experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ui_serves_the_store_on_localhost(store: str, data_cache: Path, tmp_path: Path) -> None:
+    assert main(["train", CONFIG, "--set", *TINY]) == 0
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlsuite", "ui", "--port", str(port)],
+        env=cli_env(store, data_cache),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.time() < deadline, "the UI did not come up"
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"mnist1d" in r.read()  # the UI reads our store (the config names this experiment)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
