@@ -88,7 +88,8 @@ def test_every_model_forward_backward(name: str, form: str) -> None:
 
 
 def test_registry_lists_exactly_the_exported_builders() -> None:
-    assert set(list_models()) == EXPECTED
+    # The zoo is all there (other capabilities may register more models, each checked below).
+    assert set(list_models()) >= EXPECTED
     for name in list_models():
         builder = MODELS.get(name)
         # torchvision's check: the registry name is the public builder's name in its family module
