@@ -127,6 +127,14 @@ def test_reconstruction_refuses_a_metric_it_does_not_log(store: str) -> None:
         train(cfg)
 
 
+def test_seq2seq_task_refuses_a_classifier(store: str) -> None:
+    cfg = load_config(
+        ROOT / "configs" / "models" / "gru.yaml", [*QUIET, "task.name=seq2seq", "data.args.val_samples=100"]
+    )
+    with pytest.raises(ConfigError, match=r"task 'seq2seq' needs a model .*\(attention_seq2seq\), not 'gru'"):
+        train(cfg)
+
+
 # -- shipped configs --------------------------------------------------------------------------
 def test_one_config_per_family() -> None:
     families = {p.stem for p in CONFIGS}

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from dlsuite.config import RunConfig
+from dlsuite.errors import ConfigError
+from dlsuite.models.api import list_models, model_inputs
 from dlsuite.tasks.epoch import EpochTask
 from dlsuite.train.losses import create_loss
 
@@ -22,6 +24,12 @@ class Seq2SeqTask(EpochTask):
     MEANS = {"loss": "n", "acc": "tokens", "seq_acc": "n"}
 
     def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        takes_tokens = [n for n in list_models() if "tokens" in model_inputs(n)]
+        if cfg.model.name not in takes_tokens:
+            raise ConfigError(
+                f"task 'seq2seq' needs a model that maps token sequences to token sequences "
+                f"({', '.join(takes_tokens)}), not {cfg.model.name!r}"
+            )
         super().__init__(model, cfg, num_classes, input_shape)
         self.loss_fn = create_loss(cfg)
 
