@@ -82,6 +82,10 @@ class TaskConfig(Section):
     """Registered task (``dlsuite list tasks``)."""
     loss: str = "cross_entropy"
     """Registered loss (``dlsuite list losses``)."""
+    recon_loss: Literal["mse", "l1", "bce"] = "mse"
+    """``reconstruction`` task: loss between reconstruction and input (``bce`` needs ``data.normalize: unit``)."""
+    kl_weight: float = Field(1.0, ge=0.0)
+    """``reconstruction`` task with a variational autoencoder: weight of the KL term (beta-VAE)."""
 
 
 class ScheduleConfig(Section):

@@ -3,8 +3,23 @@
 Importing this package registers every family; ``create_model`` builds one by name.
 """
 
-from dlsuite.models import cnn, mlp  # noqa: F401  (registers the families)
-from dlsuite.models.api import MODELS, count_params, create_model, list_models, register_model
+from dlsuite.models import (  # noqa: F401  (registers the families)
+    alexnet,
+    autoencoder,
+    cnn,
+    densenet,
+    inception,
+    lenet,
+    mlp,
+    mobilenet,
+    recurrent,
+    resnet,
+    senet,
+    seq2seq,
+    transformer,
+    vgg,
+)
+from dlsuite.models.api import MODELS, count_params, create_model, list_models, model_inputs, register_model
 from dlsuite.models.init import INITS, apply_init
 
 __all__ = [
@@ -14,5 +29,6 @@ __all__ = [
     "count_params",
     "create_model",
     "list_models",
+    "model_inputs",
     "register_model",
 ]

@@ -21,10 +21,38 @@ ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("models", "architectures (plain nn.Modules)")
 _POSITIONAL = ("input_shape", "num_classes")
 
+#: Input forms a model can take: ``1d`` sequences ``(C, L)``, ``2d`` images ``(C, H, W)``, ``tokens``
+#: integer sequences ``(L,)``. Tests are generated from this table (every model x every form).
+INPUT_FORMS = {"1d": 2, "2d": 3, "tokens": 1}
+_MODEL_INPUTS: dict[str, tuple[str, ...]] = {}
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register a model builder under ``name``; duplicate names are refused."""
+
+def register_model(name: str, inputs: tuple[str, ...] = ("1d", "2d")) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register a model builder under ``name`` taking the input forms ``inputs``; duplicates are refused."""
+    unknown = set(inputs) - set(INPUT_FORMS)
+    if unknown:
+        raise ValueError(f"unknown input forms {sorted(unknown)}; valid: {', '.join(INPUT_FORMS)}")
+    _MODEL_INPUTS.setdefault(name, tuple(inputs))
     return MODELS.register(name)
+
+
+def model_inputs(name: str) -> tuple[str, ...]:
+    """The input forms (``1d``, ``2d``, ``tokens``) that model ``name`` takes."""
+    MODELS.get(name, what="model")
+    return _MODEL_INPUTS.get(name, ("1d", "2d"))
+
+
+def _check_input(name: str, input_shape: tuple[int, ...]) -> None:
+    forms = model_inputs(name)
+    if "tokens" in forms and len(input_shape) == 1:
+        return
+    if any(INPUT_FORMS[f] == len(input_shape) and f != "tokens" for f in forms):
+        return
+    shapes = {"1d": "(C, L) sequences", "2d": "(C, H, W) images", "tokens": "(L,) token sequences"}
+    raise ConfigError(
+        f"model {name!r} takes {' or '.join(shapes[f] for f in forms)}; the data gives examples of shape "
+        f"{tuple(input_shape)}"
+    )
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -55,6 +83,7 @@ def create_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kn
     """Build a registered model; ``None`` knobs are dropped so one config fits many models."""
     knobs = {k: v for k, v in knobs.items() if v is not None}
     check_knobs(name, knobs)
+    _check_input(name, tuple(input_shape))
     try:
         return MODELS.get(name, what="model")(tuple(input_shape), num_classes, **knobs)
     except (ValueError, TypeError) as exc:

@@ -24,6 +24,7 @@ from dlsuite.config import RunConfig
 from dlsuite.data import create_datamodule
 from dlsuite.errors import DlsuiteError
 from dlsuite.models import apply_init, count_params, create_model
+from dlsuite.models.cost import cost_metrics, model_cost
 from dlsuite.tasks import create_task
 from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
@@ -192,7 +193,7 @@ def train(
     apply_init(model, cfg.model.init, cfg.model.init_std)
     task = create_task(model, cfg, dm.num_classes, dm.input_shape)
     has_val = len(dm.splits["val"][1]) > 0
-    facts = {**dm.describe(), "model.num_params": count_params(model)}
+    facts = {**dm.describe(), "model.num_params": count_params(model), **model_cost(model, dm.splits["train"][0][:1])}
 
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
@@ -222,7 +223,7 @@ def train(
                 raise
             history: list[dict[str, float]] = task.history  # type: ignore[assignment]
             summary = summarize(history, task.test_results)  # type: ignore[arg-type]
-            summary.update({"num_params": float(facts["model.num_params"]), "fit_time_s": fit_s})
+            summary.update({"num_params": float(facts["model.num_params"]), "fit_time_s": fit_s, **cost_metrics(facts)})
             if logger is not None:
                 logger.flush()
             if tracked is not None:

@@ -1,0 +1,86 @@
+"""AlexNet (Krizhevsky et al., 2012), scaled down for small inputs.
+
+Five convolutions (widths 1, 3, 6, 4, 4 x ``width``; the original is ``width: 64``), max-pooling after
+the first, second and fifth, optional local response normalisation (``lrn``) after the first two,
+ReLU, and a classifier of two dropout-regularised hidden layers. The first layer's 11x11 stride-4
+kernel becomes ``first_kernel_size`` stride 1, since 8x8 digits or 40-step sequences cannot afford it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dlsuite.models import layers
+from dlsuite.models.api import register_model
+from dlsuite.models.common import Head, can_pool, check_choice, output_shape, spatial_dims
+
+_MULT = (1, 3, 6, 4, 4)  # 64, 192, 384, 256, 256 in the original
+_POOL_AFTER = (0, 1, 4)
+
+
+class AlexNet(nn.Module):
+    """conv -> [lrn] -> pool -> conv -> [lrn] -> pool -> conv -> conv -> conv -> pool -> 2 fc -> classes."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int,
+        hidden: int,
+        first_kernel_size: int,
+        dropout: float,
+        lrn: bool,
+        norm: str,
+        activation: str,
+        pool: str,
+        head: str,
+    ) -> None:
+        super().__init__()
+        dims = spatial_dims(input_shape)
+        conv = layers.conv(dims)
+        mods: list[nn.Module] = []
+        in_ch = input_shape[0]
+        for i, mult in enumerate(_MULT):
+            out_ch = width * mult
+            k = first_kernel_size if i == 0 else 3
+            mods += [
+                conv(in_ch, out_ch, k, padding=k // 2),
+                layers.norm(norm, dims, out_ch),
+                layers.activation(activation),
+            ]
+            if lrn and i < 2:
+                mods.append(nn.LocalResponseNorm(5))  # the paper's "brightness normalisation"
+            if i in _POOL_AFTER and can_pool(output_shape(nn.Sequential(*mods), input_shape)):
+                mods.append(layers.pool(pool, dims))
+            in_ch = out_ch
+        self.features = nn.Sequential(*mods)
+        feat = output_shape(self.features, input_shape)
+        self.head = Head(head, feat, num_classes, dropout=dropout, hidden=(hidden, hidden), activation=activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, *S) -> (B, 4w, *S/8) -> (B, classes)
+
+
+@register_model("alexnet")
+def alexnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    width: int = 16,
+    hidden: int = 256,
+    first_kernel_size: int = 5,
+    dropout: float = 0.5,
+    lrn: bool = False,
+    norm: str = "none",
+    activation: str = "relu",
+    pool: str = "max",
+    head: str = "flatten",
+) -> nn.Module:
+    """A small AlexNet; ``dropout`` (0.5 as in the paper) regularises the fully connected layers."""
+    check_choice("pool", pool, ("max", "avg"))
+    if width < 1 or hidden < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError("need width >= 1, hidden >= 1, 0 <= dropout < 1")
+    return AlexNet(
+        input_shape, num_classes, width, hidden, first_kernel_size, dropout, lrn, norm, activation, pool, head
+    )

@@ -1,0 +1,83 @@
+"""MobileNet (Howard et al., 2017): depthwise-separable convolutions.
+
+A k x k convolution from C to C' channels costs k*k*C*C' multiply-adds per position; a depthwise
+k x k (one filter per channel, ``groups=C``) followed by a pointwise 1x1 costs k*k*C + C*C', about
+k*k times less. The logged FLOPs per example show the saving against ``cnn``/``vgg`` of equal width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dlsuite.models.api import register_model
+from dlsuite.models.common import Head, conv_norm_act, output_shape, spatial_dims
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise k x k (stride) -> norm -> act -> pointwise 1x1 -> norm -> act."""
+
+    def __init__(
+        self, dims: int, in_ch: int, out_ch: int, kernel: int, stride: int, norm: str, activation: str
+    ) -> None:
+        super().__init__()
+        self.depthwise = conv_norm_act(
+            dims, in_ch, in_ch, kernel, stride=stride, groups=in_ch, norm=norm, activation=activation
+        )
+        self.pointwise = conv_norm_act(dims, in_ch, out_ch, 1, norm=norm, activation=activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))  # (B, C, *S) -> (B, C', *S/stride)
+
+
+class MobileNet(nn.Module):
+    """Stem conv -> ``stages`` x ``depth`` separable blocks (stride 2 and double width per stage) -> head."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int,
+        stages: int,
+        depth: int,
+        kernel_size: int,
+        dropout: float,
+        norm: str,
+        activation: str,
+        head: str,
+    ) -> None:
+        super().__init__()
+        dims = spatial_dims(input_shape)
+        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], width, 3, norm=norm, activation=activation)]
+        in_ch = width
+        for s in range(stages):
+            for b in range(depth):
+                out_ch = width * 2 ** (s + 1)
+                stride = 2 if s > 0 and b == 0 else 1
+                mods.append(DepthwiseSeparable(dims, in_ch, out_ch, kernel_size, stride, norm, activation))
+                in_ch = out_ch
+        self.features = nn.Sequential(*mods)
+        self.head = Head(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
+
+
+@register_model("mobilenet")
+def mobilenet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    width: int = 16,
+    stages: int = 3,
+    depth: int = 2,
+    kernel_size: int = 3,
+    dropout: float = 0.0,
+    norm: str = "batch",
+    activation: str = "relu",
+    head: str = "gap",
+) -> nn.Module:
+    """MobileNet-v1-style network; ``width`` is the stem's channels (the width multiplier)."""
+    if width < 1 or stages < 1 or depth < 1 or kernel_size < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError("need width, stages, depth, kernel_size >= 1 and 0 <= dropout < 1")
+    return MobileNet(input_shape, num_classes, width, stages, depth, kernel_size, dropout, norm, activation, head)

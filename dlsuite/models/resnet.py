@@ -1,0 +1,145 @@
+"""ResNet (He et al., 2015): residual blocks, basic (two 3x3) or bottleneck (1x1 -> 3x3 -> 1x1, x4).
+
+``shortcut: false`` removes the identity path and leaves the same stack as a plain network, so a
+study over ``depth`` with and without shortcuts shows the degradation problem the shortcut solves.
+Blocks accept an optional channel-attention module (``senet.py`` passes squeeze-and-excitation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from dlsuite.models import layers
+from dlsuite.models.api import register_model
+from dlsuite.models.common import Head, check_choice, conv_norm_act, output_shape, spatial_dims
+
+Attention = Callable[[int], nn.Module]
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv -> norm -> act -> 3x3 conv -> norm [-> attention] (+ shortcut) -> act."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        dims: int,
+        in_ch: int,
+        ch: int,
+        stride: int,
+        norm: str,
+        activation: str,
+        shortcut: bool,
+        attention: Attention | None,
+    ) -> None:
+        super().__init__()
+        out_ch = ch * self.expansion
+        self.body = nn.Sequential(
+            conv_norm_act(dims, in_ch, ch, 3, stride=stride, norm=norm, activation=activation),
+            conv_norm_act(dims, ch, out_ch, 3, norm=norm, activation=None),
+        )
+        self.attention = attention(out_ch) if attention is not None else nn.Identity()
+        self.shortcut = _shortcut(dims, in_ch, out_ch, stride, norm) if shortcut else None
+        self.act = layers.activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.attention(self.body(x))  # (B, C', *S/stride)
+        if self.shortcut is not None:
+            h = h + self.shortcut(x)
+        return self.act(h)
+
+
+class Bottleneck(BasicBlock):
+    """1x1 reduce -> 3x3 -> 1x1 expand (x4) [-> attention] (+ shortcut) -> act."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        dims: int,
+        in_ch: int,
+        ch: int,
+        stride: int,
+        norm: str,
+        activation: str,
+        shortcut: bool,
+        attention: Attention | None,
+    ) -> None:
+        super().__init__(dims, in_ch, ch, stride, norm, activation, shortcut, attention)
+        self.body = nn.Sequential(
+            conv_norm_act(dims, in_ch, ch, 1, norm=norm, activation=activation),
+            conv_norm_act(dims, ch, ch, 3, stride=stride, norm=norm, activation=activation),
+            conv_norm_act(dims, ch, ch * self.expansion, 1, norm=norm, activation=None),
+        )
+
+
+def _shortcut(dims: int, in_ch: int, out_ch: int, stride: int, norm: str) -> nn.Module:
+    """Identity when shapes match, else a strided 1x1 projection (ResNet's option B)."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    return conv_norm_act(dims, in_ch, out_ch, 1, stride=stride, norm=norm, activation=None)
+
+
+class ResNet(nn.Module):
+    """Stem 3x3 conv -> ``stages`` stages of ``depth`` blocks (width doubles, stride 2 per stage) -> head."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int,
+        stages: int,
+        depth: int,
+        block: str,
+        shortcut: bool,
+        dropout: float,
+        norm: str,
+        activation: str,
+        head: str,
+        attention: Attention | None = None,
+    ) -> None:
+        super().__init__()
+        dims = spatial_dims(input_shape)
+        block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
+        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], width, 3, norm=norm, activation=activation)]
+        in_ch = width
+        for s in range(stages):
+            for b in range(depth):
+                stride = 2 if s > 0 and b == 0 else 1
+                mods.append(block_cls(dims, in_ch, width * 2**s, stride, norm, activation, shortcut, attention))
+                in_ch = width * 2**s * block_cls.expansion
+        self.features = nn.Sequential(*mods)
+        self.head = Head(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S/2^(stages-1)) -> (B, classes)
+
+
+def check_resnet_knobs(width: int, stages: int, depth: int, block: str, dropout: float) -> None:
+    """ValueError for resnet-family knobs out of range (shared with ``senet``)."""
+    check_choice("block", block, ("basic", "bottleneck"))
+    if width < 1 or stages < 1 or depth < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError("need width, stages, depth >= 1 and 0 <= dropout < 1")
+
+
+@register_model("resnet")
+def resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    width: int = 16,
+    stages: int = 3,
+    depth: int = 2,
+    block: str = "basic",
+    shortcut: bool = True,
+    dropout: float = 0.0,
+    norm: str = "batch",
+    activation: str = "relu",
+    head: str = "gap",
+) -> nn.Module:
+    """ResNet with ``stages`` x ``depth`` ``block`` blocks (3 x 2 basic = the CIFAR ResNet-14 shape)."""
+    check_resnet_knobs(width, stages, depth, block, dropout)
+    return ResNet(input_shape, num_classes, width, stages, depth, block, shortcut, dropout, norm, activation, head)

@@ -1,0 +1,69 @@
+"""The reconstruction task: learn to reproduce the input (``task.name: reconstruction``).
+
+Works with any dataset (labels are ignored) and any model returning the reconstruction, or
+``(reconstruction, kl)`` as the ``autoencoder`` does (the KL term of a VAE, weighted by
+``task.kl_weight``). The pixel loss is ``task.recon_loss``: ``mse``, ``l1`` or ``bce`` (logits against
+inputs in [0, 1]: use ``data.normalize: unit``). Reported: ``loss`` (total), ``mse`` and ``kl``.
+There is no accuracy, so the best checkpoint is picked by ``val_loss`` or ``val_mse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dlsuite.config import RunConfig
+from dlsuite.errors import ConfigError
+from dlsuite.tasks.epoch import EpochTask
+
+_RECON: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+    "bce": F.binary_cross_entropy_with_logits,
+}
+_MONITORS = ("val_loss", "val_mse")
+
+
+class ReconstructionTask(EpochTask):
+    """Wraps a model ``x -> x_hat`` or ``x -> (x_hat, kl)``."""
+
+    MEANS = {"loss": "n", "mse": "n", "kl": "n"}
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        t = cfg.trainer
+        if t.checkpoint_monitor not in _MONITORS or t.checkpoint_mode != "min":
+            raise ConfigError(
+                f"task 'reconstruction' logs no {t.checkpoint_monitor!r} to pick checkpoints by; set "
+                f"trainer.checkpoint_monitor to one of {', '.join(_MONITORS)} and trainer.checkpoint_mode=min"
+            )
+        super().__init__(model, cfg, num_classes, input_shape)
+        self.recon_loss = _RECON[cfg.task.recon_loss]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, kl)``; ``kl`` is 0 for models without a latent distribution."""
+        out = self.model(x)
+        return out if isinstance(out, tuple) else (out, out.new_zeros(()))
+
+    def _step(self, stage: str, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = batch[0]  # labels, if any, are not used
+        x_hat, kl = self(x)
+        loss = self.recon_loss(x_hat, x) + self.cfg.task.kl_weight * kl
+        n = torch.tensor(float(len(x)), device=x.device)
+        mse = F.mse_loss(x_hat.detach(), x)
+        self.add(stage, {"loss": loss * n, "mse": mse * n, "kl": kl * n, "n": n})
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """Reconstruction loss (+ weighted KL), averaged over the minibatch."""
+        return self._step("train", batch)
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Losses on the validation split (VAE: decoded from the latent mean)."""
+        self._step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Losses on the test split."""
+        self._step("test", batch)

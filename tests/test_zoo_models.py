@@ -1,0 +1,261 @@
+"""The model zoo, tested from the registry as timm and torchvision do: every registered model in every
+input form it takes builds, runs forward and backward with an odd number of classes, gives every
+parameter a gradient and produces no NaN; knobs, input forms and the shared initialiser behave."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+import torch
+
+from dlsuite.errors import ConfigError
+from dlsuite.models import INITS, MODELS, apply_init, create_model, list_models, model_inputs, register_model
+from dlsuite.models.api import model_knobs
+from dlsuite.models.layers import ACTIVATIONS
+
+NUM_CLASSES = 7  # odd, and unlike any default, so a hard-coded 10 somewhere shows
+SHAPES = {"1d": (3, 16), "2d": (3, 12, 12), "tokens": (6,)}
+# Small values for whichever of these knobs a model takes: each test takes milliseconds.
+TINY = {"width": 8, "channels": 4, "hidden": 8, "growth_rate": 4, "embed": 8, "heads": 2, "latent": 4}
+
+EXPECTED = {
+    "alexnet",
+    "attention_seq2seq",
+    "autoencoder",
+    "cnn",
+    "densenet",
+    "gru",
+    "inception",
+    "lenet",
+    "linear",
+    "lstm",
+    "mlp",
+    "mobilenet",
+    "resnet",
+    "rnn",
+    "senet",
+    "transformer",
+    "vgg",
+}
+
+
+def tiny_knobs(name: str, **extra: Any) -> dict[str, Any]:
+    """The TINY knobs that model ``name`` takes, plus ``extra``."""
+    knobs = model_knobs(name)
+    return {**{k: v for k, v in TINY.items() if k in knobs}, **extra}
+
+
+def example(form: str, batch: int = 2) -> torch.Tensor:
+    """A random batch in the given input form."""
+    shape = SHAPES[form]
+    if form == "tokens":
+        return torch.randint(0, NUM_CLASSES, (batch, *shape))
+    return torch.randn(batch, *shape)
+
+
+def forward_backward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Forward, sum every output into a scalar, backward; returns the main output."""
+    out = model(x)
+    outs = out if isinstance(out, tuple) else (out,)
+    for o in outs:
+        assert torch.isfinite(o).all(), "NaN or inf in the output"
+    sum(o.float().square().mean() for o in outs).backward()
+    return outs[0]
+
+
+CASES = [(name, form) for name in list_models() for form in model_inputs(name)]
+
+
+@pytest.mark.parametrize(("name", "form"), CASES, ids=[f"{n}-{f}" for n, f in CASES])
+def test_every_model_forward_backward(name: str, form: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, SHAPES[form], NUM_CLASSES, **tiny_knobs(name))
+    x = example(form)
+    out = forward_backward(model, x)
+    if name == "autoencoder":
+        assert out.shape == x.shape
+    elif form == "tokens":
+        assert out.shape == (2, SHAPES["tokens"][0], NUM_CLASSES)
+    else:
+        assert out.shape == (2, NUM_CLASSES)
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: parameter {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: parameter {pname} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name}: parameter {pname} has an all-zero gradient"
+
+
+def test_registry_lists_exactly_the_exported_builders() -> None:
+    # The zoo is all there (other capabilities may register more models, each checked below).
+    assert set(list_models()) >= EXPECTED
+    for name in list_models():
+        builder = MODELS.get(name)
+        # torchvision's check: the registry name is the public builder's name in its family module
+        assert builder.__name__ == name
+        assert getattr(importlib.import_module(builder.__module__), name) is builder
+        assert builder.__doc__, f"{name} has no docstring"
+        params = list(inspect.signature(builder).parameters.values())
+        assert [p.name for p in params[:2]] == ["input_shape", "num_classes"]
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[2:]), f"{name}: knobs must be keyword-only"
+
+
+def test_list_models_pattern() -> None:
+    assert list_models("res*") == ["resnet"]
+    assert {"rnn", "lstm", "gru"} <= set(list_models("*")) and list_models("*net") == [
+        "alexnet",
+        "densenet",
+        "lenet",
+        "mobilenet",
+        "resnet",
+        "senet",
+    ]
+
+
+def test_duplicate_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="registered already"):
+        register_model("resnet")(lambda input_shape, num_classes: torch.nn.Identity())
+
+
+def test_unknown_knob_names_the_knobs_taken() -> None:
+    with pytest.raises(ConfigError, match=r"does not take knob 'widht' \(did you mean 'width'\?\).*it takes: width"):
+        create_model("resnet", (1, 40), 3, widht=8)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "message"),
+    [
+        ("attention_seq2seq", (1, 40), r"takes \(L,\) token sequences"),
+        ("lenet", (5,), r"\(C, L\) sequences or \(C, H, W\) images"),
+    ],
+)
+def test_wrong_input_form_is_refused(name: str, shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_model(name, shape, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs", "message"),
+    [
+        ("resnet", {"block": "huge"}, "block must be one of 'basic', 'bottleneck'"),
+        ("vgg", {"pool": "median"}, "pool must be one of 'max', 'avg'"),
+        ("gru", {"head": "cls"}, "head must be one of 'last', 'gap', 'flatten'"),
+        ("transformer", {"width": 10, "heads": 4}, "width divisible by heads"),
+        ("attention_seq2seq", {"attention": "cosine"}, "attention must be one of"),
+        ("cnn", {"activation": "swish"}, "unknown activation 'swish'"),
+        ("vgg", {"norm": "group"}, "unknown norm 'group'"),
+    ],
+)
+def test_bad_knob_values_are_config_errors(name: str, knobs: dict[str, Any], message: str) -> None:
+    shape = SHAPES["tokens"] if name == "attention_seq2seq" else SHAPES["1d"]
+    with pytest.raises(ConfigError, match=message):
+        create_model(name, shape, 3, **knobs)
+
+
+def _takes(knob: str) -> list[str]:
+    return [n for n in list_models() if knob in model_knobs(n)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.names())
+@pytest.mark.parametrize("name", ["cnn", "resnet", "mobilenet"])
+def test_every_activation(name: str, activation: str) -> None:
+    model = create_model(name, SHAPES["1d"], NUM_CLASSES, **tiny_knobs(name, activation=activation))
+    assert any(isinstance(m, type(ACTIVATIONS.get(activation)())) for m in model.modules())
+    forward_backward(model, example("1d"))
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+@pytest.mark.parametrize("name", [n for n in _takes("norm") if n != "mlp"])
+def test_every_norm(name: str, norm: str) -> None:
+    model = create_model(name, SHAPES["2d"], NUM_CLASSES, **tiny_knobs(name, norm=norm))
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert has_bn == (norm == "batch")
+    forward_backward(model, example("2d"))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("name", [n for n in _takes("pool") if n != "cnn"])
+def test_every_pool(name: str, pool: str) -> None:
+    model = create_model(name, SHAPES["1d"], NUM_CLASSES, **tiny_knobs(name, pool=pool))
+    cls = torch.nn.MaxPool1d if pool == "max" else torch.nn.AvgPool1d
+    assert any(isinstance(m, cls) for m in model.modules())
+    forward_backward(model, example("1d"))
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+@pytest.mark.parametrize("name", [n for n in _takes("head") if n not in ("rnn", "lstm", "gru", "transformer")])
+def test_every_head(name: str, head: str) -> None:
+    model = create_model(name, SHAPES["2d"], NUM_CLASSES, **tiny_knobs(name, head=head))
+    has_gap = any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+    assert has_gap == (head == "gap")
+    forward_backward(model, example("2d"))
+
+
+def test_depth_and_width_change_the_model() -> None:
+    sizes = [
+        sum(p.numel() for p in create_model("resnet", SHAPES["1d"], 3, width=w, depth=d).parameters())
+        for w, d in ((8, 1), (8, 2), (16, 2))
+    ]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_shortcut_carries_the_gradient_past_dead_blocks(shortcut: bool) -> None:
+    # With every block's last conv zeroed, only the identity shortcut connects the stem to the
+    # head: with it the stem still learns, without it the stem gets exactly no gradient.
+    torch.manual_seed(0)
+    model = create_model("resnet", SHAPES["1d"], 3, width=8, stages=1, depth=3, shortcut=shortcut)
+    for block in list(model.features)[1:]:
+        torch.nn.init.zeros_(block.body[-1][0].weight)
+    forward_backward(model, example("1d"))
+    stem_grad = model.features[0][0].weight.grad.abs().sum()
+    assert (stem_grad > 0) == shortcut
+
+
+@pytest.mark.parametrize("init", INITS.names())
+def test_every_init_on_every_kind_of_layer(init: str) -> None:
+    torch.manual_seed(0)
+    for name, form in (("resnet", "2d"), ("lstm", "1d"), ("transformer", "1d"), ("autoencoder", "1d")):
+        model = create_model(name, SHAPES[form], NUM_CLASSES, **tiny_knobs(name))
+        apply_init(model, init)
+        forward_backward(model, example(form))
+        if init == "zeros":
+            conv_or_linear = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+            assert conv_or_linear and all(m.weight.abs().sum() == 0 for m in conv_or_linear)
+
+
+@pytest.mark.parametrize("init", ["default", "orthogonal", "zeros"])
+def test_lstm_forget_gate_bias_survives_the_shared_initialiser(init: str) -> None:
+    model = create_model("lstm", SHAPES["1d"], 3, hidden=5, depth=2, bidirectional=True, forget_bias=1.0)
+    apply_init(model, init)
+    h = 5
+    for pname, p in model.rnn.named_parameters():
+        if pname.startswith("bias_ih"):
+            assert torch.all(p[h : 2 * h] == 1.0), pname
+        if pname.startswith("bias_hh"):
+            assert torch.all(p[h : 2 * h] == 0.0), pname
+
+
+def test_seq2seq_teacher_forcing_and_greedy_decoding_differ_only_in_their_inputs() -> None:
+    torch.manual_seed(0)
+    model = create_model("attention_seq2seq", (5,), 4, embed=8, hidden=8).eval()
+    src = torch.randint(0, 4, (3, 5))
+    greedy = model(src)
+    # Feeding the model its own greedy tokens as the "target" reproduces the greedy logits exactly.
+    forced = model(src, greedy.argmax(-1))
+    assert torch.allclose(greedy, forced, atol=1e-6)
+    assert model.last_attention is not None and model.last_attention.shape == (3, 5, 5)
+    assert torch.allclose(model.last_attention.sum(-1), torch.ones(3, 5))
+
+
+def test_vae_samples_in_training_and_uses_the_mean_in_evaluation() -> None:
+    torch.manual_seed(0)
+    model = create_model("autoencoder", (1, 20), 3, width=4, latent=3, variational=True)
+    x = torch.randn(4, 1, 20)
+    recon, kl = model(x)
+    assert recon.shape == x.shape and kl > 0
+    model.eval()
+    assert torch.equal(model(x)[0], model(x)[0])
+    model.train()
+    assert not torch.equal(model(x)[0], model(x)[0])
