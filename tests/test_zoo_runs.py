@@ -94,6 +94,7 @@ def test_digit_sequences_refuses_unknown_op() -> None:
         dm.prepare()
 
 
+@pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_seq2seq_learns_to_reverse(store: str) -> None:
     cfg = load_config(
         ROOT / "configs" / "models" / "attention_seq2seq.yaml",
@@ -107,6 +108,7 @@ def test_seq2seq_learns_to_reverse(store: str) -> None:
     assert 0.0 <= result.metrics["test_seq_acc"] <= result.metrics["test_acc"]
 
 
+@pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_reconstruction_trains_a_vae(store: str) -> None:
     cfg = load_config(
         ROOT / "configs" / "models" / "autoencoder.yaml",
@@ -160,6 +162,7 @@ def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
     assert all(v == v for v in result.metrics.values()), "NaN in the run's metrics"
 
 
+@pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_cost_facts_are_logged_to_mlflow(store: str) -> None:
     cfg = load_config(
         ROOT / "configs" / "models" / "cnn.yaml",
