@@ -122,9 +122,14 @@ class TrainRunner:
             )
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()  # the next trial in this worker must not inherit the fragments
-            return TrialOutcome("FAIL", run_id=cb.run_id, reason=f"CUDA out of memory: {str(exc)[:300]}")
+            return TrialOutcome(
+                "FAIL",
+                run_id=cb.run_id,
+                reason=f"CUDA out of memory: {str(exc)[:300]}",
+                seconds=time.perf_counter() - start,
+            )
         except (DlsuiteError, Exception) as exc:
-            log.exception("trial %d raised", trial.number)
+            log.debug("trial %d raised", trial.number, exc_info=True)
             return TrialOutcome("FAIL", run_id=cb.run_id, reason=_reason(exc), seconds=time.perf_counter() - start)
         state = "PRUNED" if cb.pruned_at is not None else "COMPLETE"
         reason = f"pruned at epoch {cb.pruned_at}" if cb.pruned_at is not None else None

@@ -41,7 +41,11 @@ EXIT_CONFIG = 2
 
 
 def _quiet_optuna() -> None:
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tiny trials have fewer batches than Lightning's logging interval; epoch metrics are logged anyway.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def open_study(spec: StudySpec, url: str, worker: int = 0) -> optuna.Study:
