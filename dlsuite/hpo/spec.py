@@ -180,6 +180,7 @@ class StudySpec(_Strict):
             raise ValueError("give either 'metric'/'direction' or 'objectives', not both")
         if not self.objectives:
             self.objectives = [ObjectiveSpec(metric=self.metric or "test_acc", direction=self.direction)]
+        self.metric = None  # normalised into objectives (so the spec round-trips through JSON to workers)
         if self.type == "search":
             if not self.space:
                 raise ValueError("a search study needs a 'space' (config key -> distribution)")

@@ -458,6 +458,8 @@ def run_study(
             codes = _spawn(spec, url, parent, workers, pins, deadline)
             if any(c == EXIT_CONFIG for c in codes):
                 raise ConfigError(f"study {spec.name}: a worker stopped on a config error (see its output above)")
+            if any(codes):
+                raise DlsuiteError(f"study {spec.name}: worker exit codes {codes} (see their output above)")
     except KeyboardInterrupt:
         status = "KILLED"
         raise
