@@ -130,6 +130,7 @@ def test_shipped_study_files_are_valid(store: str, path: Path) -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_three_trial_study_end_to_end_then_resume(store: str, tmp_path: Path) -> None:
     path = write_study(tmp_path, SEARCH, name="e2e")
     assert main(["study", "run", str(path)]) == 0
