@@ -239,6 +239,8 @@ class StudySpec(_Strict):
         trainer = data.setdefault("trainer", {})
         if isinstance(trainer, dict):
             trainer["progress_bar"] = False  # parallel workers would interleave bars
+            if trainer.get("devices", "auto") == "auto":
+                trainer["devices"] = 1  # "auto" would take every visible GPU (DDP); a trial uses one
         return build_config(data, f"(study {self.name}{f', variant {variant}' if variant else ''})")
 
     def grid(self) -> dict[str, list[Any]]:

@@ -446,7 +446,9 @@ def run_study(
             enqueue_pairs(study, spec)
     parent = open_parent_run(spec, study, client) if client is not None else None
     deadline = time.time() + spec.timeout if spec.timeout else None
-    pins = assign_gpus(workers, gpus if gpus is not None else default_gpus())
+    # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
+    # "every visible GPU" is only looked up for worker processes.
+    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None))
     status = "FINISHED"
     codes: list[int] = []
     try:
