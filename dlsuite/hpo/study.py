@@ -400,6 +400,7 @@ def _spawn(
             if gpus[i] is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(gpus[i])
             cmd = [sys.executable, "-m", "dlsuite.hpo.worker", spec_path, "--storage", url, "--index", str(i)]
+            cmd += ["--workers", str(workers)]
             if parent:
                 cmd += ["--parent", parent]
             if deadline is not None:

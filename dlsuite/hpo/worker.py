@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--parent")
     p.add_argument("--deadline", type=float)
+    p.add_argument("--workers", type=int, default=1, help="workers on this host, to share the CPU threads")
     args = p.parse_args(argv)
     _die_with_parent()
 
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     from dlsuite.hpo.study import work
 
     _quiet()
+    import torch
+
+    # N workers each using every core oversubscribe the CPU; share the cores out instead.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.workers)))
     spec = StudySpec.model_validate_json(Path(args.spec).read_text())
     try:
         work(spec, args.storage, args.parent, args.index, args.deadline)
