@@ -334,3 +334,31 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
     assert len(counted) == target
     parent = client.get_run(load("kill").user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
+
+
+def test_conditional_key_is_sampled_only_when_its_condition_holds(store: str, tmp_path: Path) -> None:
+    from dlsuite.hpo.study import suggest
+
+    body = """space:
+  optim.name: [sgd, adam]
+  optim.momentum: {type: float, low: 0.5, high: 0.9, when: {optim.name: [sgd]}}
+n_trials: 2
+"""
+    spec = load_study_spec(write_study(tmp_path, body, name="cond"))
+    study = optuna.create_study()
+    for name in ("sgd", "adam"):
+        study.enqueue_trial({"optim.name": name})
+        params = suggest(study.ask(), spec)
+        assert ("optim.momentum" in params) == (name == "sgd")
+        spec.run_config(params)  # adam without momentum is a valid config
+
+
+def test_cmaes_is_usable_or_refused_naming_its_package(store: str, tmp_path: Path) -> None:
+    import importlib.util
+
+    path = write_study(tmp_path, SEARCH.replace("  data.batch_size: [32, 64]\n", "") + "sampler: cmaes\n")
+    if importlib.util.find_spec("cmaes") is None:
+        with pytest.raises(ConfigError, match="pip install cmaes"):
+            load_study_spec(path)
+    else:
+        assert load_study_spec(path).sampler.name == "cmaes"
