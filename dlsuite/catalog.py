@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import dlsuite.data
+import dlsuite.hpo.samplers
 import dlsuite.models
 import dlsuite.models.layers
 import dlsuite.tasks

@@ -1,0 +1,95 @@
+"""``dlsuite study run|report|list``: thin commands over :mod:`dlsuite.hpo`."""
+
+from __future__ import annotations
+
+import argparse
+
+from dlsuite.errors import ConfigError
+
+
+def _gpus(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    ids = [g.strip() for g in text.split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids):
+        raise ConfigError(f"--gpus takes a comma-separated list of GPU ids, e.g. 0,1 (got {text!r})")
+    return ids
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    """Run a study file to its budget; running it again resumes the same study."""
+    from dlsuite.hpo.spec import load_study_spec
+
+    spec = load_study_spec(args.file, args.set)  # refuses a bad study before anything is written
+    gpus = _gpus(args.gpus)
+    if args.workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    if args.check:
+        print(f"study {spec.name}: valid ({spec.type}, {len(spec.space or spec.variants)} keys/variants)")
+        return 0
+    from dlsuite.hpo.study import run_study
+
+    result = run_study(spec, workers=args.workers, gpus=gpus)
+    print(f"study {result.name}: {result.counts} (storage {result.storage})")
+    if result.report_dir:
+        print(f"report: {result.report_dir}/report.md; MLflow parent run {result.parent_run_id}")
+    return 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    """Print a study's best trial and table; write the plots; attach them to its MLflow parent run."""
+    from dlsuite.hpo.report import write_report
+
+    rep = write_report(args.name, args.storage, args.out, attach=not args.no_attach)
+    print(rep.text)
+    print(f"written: {', '.join(str(f) for f in rep.files)}")
+    return 0
+
+
+def cmd_study_list(args: argparse.Namespace) -> int:
+    """List the studies in the storage with their trial counts by state."""
+    from dlsuite.hpo.report import _table, list_studies
+
+    rows = list_studies(args.storage)
+    if not rows:
+        print("no studies yet")
+        return 0
+    header = ["name", "type", "trials", "COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "best"]
+    cells = [[str(r[h]) if h != "best" or r[h] is None else f"{r[h]:.4g}" for h in header] for r in rows]
+    print(_table(cells, header))
+    return 0
+
+
+def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``dlsuite study`` and its subcommands."""
+    p = sub.add_parser("study", help="run, report and list Optuna studies", description=__doc__)
+    ss = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    storage_help = (
+        "Optuna storage: journal file or RDB URL (default $DLSUITE_STUDY_STORAGE or mlruns/optuna/journal.log)"
+    )
+
+    r = ss.add_parser("run", help="run or resume a study file", description=cmd_study_run.__doc__)
+    r.add_argument("file", help="study YAML (see studies/ and docs/studies.md)")
+    r.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage (default 1)")
+    r.add_argument("--gpus", help="GPU ids the workers are pinned to round-robin, e.g. 0,1 (default: all visible)")
+    r.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="study keys (n_trials=3, sampler.name=random) or run config keys (trainer.max_epochs=2, run.seed=1)",
+    )
+    r.add_argument("--check", action="store_true", help="validate the study file and exit")
+    r.set_defaults(func=cmd_study_run)
+
+    rep = ss.add_parser("report", help="print and write a study's report", description=cmd_study_report.__doc__)
+    rep.add_argument("name", help="study name")
+    rep.add_argument("--storage", help=storage_help)
+    rep.add_argument("--out", help="folder for report.md and the PNGs (default mlruns/reports/NAME)")
+    rep.add_argument("--no-attach", action="store_true", help="do not attach the report to the MLflow parent run")
+    rep.set_defaults(func=cmd_study_report)
+
+    ls = ss.add_parser("list", help="list studies with trial counts by state", description=cmd_study_list.__doc__)
+    ls.add_argument("--storage", help=storage_help)
+    ls.set_defaults(func=cmd_study_list)

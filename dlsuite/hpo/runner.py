@@ -1,0 +1,153 @@
+"""Trial execution behind one interface: a run config in, a :class:`TrialOutcome` out.
+
+The study layer (``dlsuite.hpo.study``) never trains anything itself; it hands each trial's config to a
+:class:`TrialRunner`. :class:`TrainRunner` trains one run with :func:`dlsuite.train.run.train`; a
+batched runner (many small trials at once on one GPU) can implement the same protocol later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import lightning as L
+import optuna
+from lightning.pytorch.callbacks import Callback
+
+from dlsuite.config import RunConfig
+from dlsuite.errors import DlsuiteError
+
+log = logging.getLogger(__name__)
+
+RUN_ID_ATTR = "mlflow_run_id"
+REASON_ATTR = "fail_reason"
+
+
+@dataclass
+class TrialContext:
+    """What a runner needs besides the config: where to record and how to prune."""
+
+    parent_run_id: str | None
+    tags: dict[str, str]
+    prune: bool
+    monitor: str
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended: ``COMPLETE``, ``PRUNED`` or ``FAIL`` (with its reason) and its metrics."""
+
+    state: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+class TrialRunner(Protocol):
+    """Runs one trial. Must return FAIL outcomes for the trial's own errors and let
+    ``KeyboardInterrupt`` (Ctrl-C, SIGTERM) propagate so the worker can stop."""
+
+    def run(self, cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> TrialOutcome:
+        """Train ``cfg`` as trial ``trial``."""
+        ...
+
+
+class TrialCallback(Callback):
+    """Links the Optuna trial to its MLflow run as soon as training starts, and prunes.
+
+    Unlike ``optuna_integration.PyTorchLightningPruningCallback`` it does not raise inside ``fit``: it
+    asks the trainer to stop (broadcast to every rank, so it also holds under DDP), the run then ends
+    normally (tested, logged, FINISHED) and the runner reports the trial PRUNED.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str, prune: bool) -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+        self.prune = prune
+        self.run_id: str | None = None
+        self.pruned_at: int | None = None
+        self._warned = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.logger is not None and trainer.is_global_zero:
+            self.run_id = str(trainer.logger.version)
+            self.trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.prune or trainer.sanity_checking:
+            return
+        should_stop = False
+        if trainer.is_global_zero:
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is None:
+                if not self._warned:
+                    log.warning(
+                        "pruning: metric %r is not logged; known: %s", self.monitor, list(trainer.callback_metrics)
+                    )
+                    self._warned = True
+            elif math.isfinite(float(value)):
+                self.trial.report(float(value), step=pl_module.current_epoch)
+                should_stop = self.trial.should_prune()
+        should_stop = bool(trainer.strategy.broadcast(should_stop))
+        if should_stop:
+            self.pruned_at = pl_module.current_epoch
+            trainer.should_stop = True
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+class TrainRunner:
+    """One trial = one :func:`~dlsuite.train.run.train` call, with a :class:`TrialCallback`."""
+
+    def run(self, cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> TrialOutcome:
+        """Train ``cfg``; divergence, out-of-memory and any other exception become FAIL outcomes."""
+        import torch
+
+        from dlsuite.train.run import TrainingDiverged, train
+
+        cb = TrialCallback(trial, ctx.monitor, ctx.prune)
+        start = time.perf_counter()
+        try:
+            result = train(cfg, parent_run_id=ctx.parent_run_id, tags=ctx.tags, callbacks=[cb])
+        except TrainingDiverged as exc:
+            return TrialOutcome(
+                "FAIL", run_id=cb.run_id, reason=f"diverged: {exc}", seconds=time.perf_counter() - start
+            )
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()  # the next trial in this worker must not inherit the fragments
+            return TrialOutcome(
+                "FAIL",
+                run_id=cb.run_id,
+                reason=f"CUDA out of memory: {str(exc)[:300]}",
+                seconds=time.perf_counter() - start,
+            )
+        except (DlsuiteError, Exception) as exc:
+            log.debug("trial %d raised", trial.number, exc_info=True)
+            return TrialOutcome("FAIL", run_id=cb.run_id, reason=_reason(exc), seconds=time.perf_counter() - start)
+        state = "PRUNED" if cb.pruned_at is not None else "COMPLETE"
+        reason = f"pruned at epoch {cb.pruned_at}" if cb.pruned_at is not None else None
+        return TrialOutcome(
+            state, dict(result.metrics), result.run_id or cb.run_id, reason, time.perf_counter() - start
+        )
+
+
+def record_failed_run(
+    client: Any, experiment_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any], reason: str
+) -> str:
+    """An MLflow child run for a trial that failed before its run existed (so every trial is in MLflow)."""
+    from mlflow.entities import Param
+
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "dlsuite.error": reason[:5000]})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return str(run.info.run_id)
+
+
+__all__ = ["RUN_ID_ATTR", "TrainRunner", "TrialCallback", "TrialContext", "TrialOutcome", "TrialRunner"]

@@ -1,0 +1,349 @@
+"""The study file: a base run config, a search space (or compare variants), objectives, sampler, pruner, budget.
+
+Two study types share one schema and one machinery (storage, workers, crash recovery, MLflow):
+
+- ``type: search`` (default): Optuna samples the ``space`` (config keys -> distributions).
+- ``type: compare``: every (variant, seed) pair is one fixed trial, for statistics over seeds.
+
+Everything is validated before any trial runs: each searched key is applied to the base config at its
+bounds and choices, so an unknown key or a value the config refuses is reported up front.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlsuite import yamlio
+from dlsuite.config import RunConfig, apply_overrides, build_config, set_dotted
+from dlsuite.errors import ConfigError, did_you_mean
+
+Direction = Literal["maximize", "minimize"]
+RUN_SECTIONS = ("data", "model", "task", "optim", "regularization", "trainer", "tracking")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamSpec(_Strict):
+    """One searched config key: ``float`` (optionally ``log``), ``int`` (``step`` or ``log``) or ``categorical``."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    """Grid step (``int``: default 1; ``float``: none)."""
+    log: bool = False
+    """Sample on a log scale (needs ``low > 0``)."""
+    choices: list[Any] | None = None
+    """Values of a ``categorical``."""
+    grid: list[Any] | None = None
+    """Values the ``grid`` sampler visits for a ``float`` (ints and categoricals are enumerated)."""
+    when: dict[str, list[Any]] | None = None
+    """Only search this key when each named param takes one of the listed values (e.g. momentum only for sgd)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("a categorical takes 'choices' only (no low/high/step/log)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"'choices' is for categoricals; a {self.type} takes low/high")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} needs 'low' and 'high'")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("'step' and 'log' do not combine")
+        if self.step is not None and self.step <= 0:
+            raise ValueError("step must be > 0")
+        if self.type == "int":
+            for k in ("low", "high", "step"):
+                v = getattr(self, k)
+                if v is not None and v != int(v):
+                    raise ValueError(f"an int's {k} must be a whole number (got {v})")
+        return self
+
+    def grid_values(self, key: str) -> list[Any]:
+        """The values the grid sampler visits."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        if self.grid is not None:
+            return list(self.grid)
+        assert self.low is not None and self.high is not None
+        if self.type == "int" and not self.log:
+            step = int(self.step or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))
+        raise ConfigError(f"the grid sampler needs 'grid: [values]' for {key!r} (a {'log ' * self.log}{self.type})")
+
+    def probe_values(self) -> list[Any]:
+        """Values that exercise the config's validation: bounds and every choice."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        vals = [self.low, self.high, *(self.grid or [])]
+        return [int(v) for v in vals] if self.type == "int" else vals  # type: ignore[arg-type]
+
+
+class ObjectiveSpec(_Strict):
+    """A metric of the run's summary (``test_acc``, ``best_val_acc``, ``num_params``...) and its direction."""
+
+    metric: str
+    direction: Direction = "maximize"
+
+
+class _Named(BaseModel):
+    """A registry name plus options as further keys."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for the class, i.e. every key but ``name`` (and ``monitor``)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k != "monitor"}
+
+
+class SamplerSpec(_Named):
+    """``sampler: tpe`` or ``sampler: {name: tpe, n_startup_trials: 5}``."""
+
+    name: str = "tpe"
+
+
+class PrunerSpec(_Named):
+    """``pruner: median`` or ``pruner: {name: median, n_warmup_steps: 2, monitor: val_acc}``."""
+
+    name: str = "none"
+    monitor: str | None = None
+    """Validation metric reported each epoch (default ``val_acc`` to maximise, ``val_loss`` to minimise)."""
+
+
+class StudySpec(_Strict):
+    """A validated study file."""
+
+    name: str
+    """Study name: the Optuna study and, unless ``experiment`` says otherwise, the MLflow experiment."""
+    type: Literal["search", "compare"] = "search"
+    base: dict[str, Any] = Field(default_factory=dict)
+    """The base run config, inline or (in the file) a path relative to the study file."""
+    overrides: list[str] = Field(default_factory=list)
+    """``key=value`` overrides of the base config, applied to every trial."""
+    space: dict[str, ParamSpec] = Field(default_factory=dict)
+    """``search``: config key -> distribution."""
+    variants: dict[str, list[str]] = Field(default_factory=dict)
+    """``compare``: variant name -> ``key=value`` overrides."""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """``compare``: the run seeds every variant is trained with."""
+    metric: str | None = None
+    direction: Direction = "maximize"
+    objectives: list[ObjectiveSpec] = Field(default_factory=list)
+    """Several objectives (Pareto front), e.g. ``test_acc`` up and ``num_params`` down."""
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    n_trials: int | None = Field(None, ge=1)
+    """Finished trials to reach (a resumed study only adds the missing ones); compare: one per pair."""
+    timeout: float | None = Field(None, gt=0)
+    """Seconds after which no new trial starts."""
+    seed: int | None = 0
+    """Sampler seed (worker ``i`` uses ``seed + i``); ``null`` for a random one."""
+    storage: str | None = None
+    """Optuna storage: a journal file path or an RDB URL; default ``$DLSUITE_STUDY_STORAGE`` or
+    ``mlruns/optuna/journal.log``."""
+    experiment: str | None = None
+    """MLflow experiment of the parent and trial runs (default: the study name)."""
+
+    @field_validator("sampler", "pruner", mode="before")
+    @classmethod
+    def _name_only(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _list_is_categorical(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: {"type": "categorical", "choices": p} if isinstance(p, list) else p for k, p in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if self.metric is not None and self.objectives:
+            raise ValueError("give either 'metric'/'direction' or 'objectives', not both")
+        if not self.objectives:
+            self.objectives = [ObjectiveSpec(metric=self.metric or "test_acc", direction=self.direction)]
+        self.metric = None  # normalised into objectives (so the spec round-trips through JSON to workers)
+        if self.type == "search":
+            if not self.space:
+                raise ValueError("a search study needs a 'space' (config key -> distribution)")
+            if self.variants:
+                raise ValueError("'variants' belong to type: compare")
+            if self.n_trials is None and self.timeout is None and self.sampler.name != "grid":
+                raise ValueError("set a budget: n_trials and/or timeout")
+        else:
+            if not self.variants:
+                raise ValueError("a compare study needs 'variants' (name -> list of key=value)")
+            if self.space:
+                raise ValueError("'space' belongs to type: search")
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ValueError("'seeds' must be a non-empty list of distinct ints")
+            if len(self.objectives) != 1:
+                raise ValueError("a compare study has one metric")
+            self.n_trials = len(self.variants) * len(self.seeds)
+            self.sampler = SamplerSpec(name="random")
+        if len(self.objectives) > 1 and self.pruner.name != "none":
+            raise ValueError("pruning needs a single objective (Optuna cannot prune multi-objective trials)")
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions, one per objective."""
+        return [o.direction for o in self.objectives]
+
+    @property
+    def prune_monitor(self) -> str:
+        """The per-epoch validation metric the pruner sees."""
+        if self.pruner.monitor:
+            return self.pruner.monitor
+        return "val_acc" if self.objectives[0].direction == "maximize" else "val_loss"
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """MLflow experiment for the parent and trial runs."""
+        return self.experiment or self.name
+
+    def pairs(self) -> list[tuple[str, int]]:
+        """``compare``: every (variant, seed) pair, in order."""
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+    def run_config(self, params: dict[str, Any] | None = None, variant: str | None = None) -> RunConfig:
+        """The run config of one trial: base, study overrides, variant overrides, then the trial's params."""
+        data = apply_overrides(self.base, self.overrides)
+        if variant is not None:
+            data = apply_overrides(data, self.variants[variant])
+        for key, value in (params or {}).items():
+            set_dotted(data, key, value)
+        data.setdefault("name", self.name)
+        tracking = data.setdefault("tracking", {})
+        if isinstance(tracking, dict):
+            tracking["experiment"] = self.mlflow_experiment
+        trainer = data.setdefault("trainer", {})
+        if isinstance(trainer, dict):
+            trainer["progress_bar"] = False  # parallel workers would interleave bars
+            if trainer.get("devices", "auto") == "auto":
+                trainer["devices"] = 1  # "auto" would take every visible GPU (DDP); a trial uses one
+        return build_config(data, f"(study {self.name}{f', variant {variant}' if variant else ''})")
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid sampler's search space."""
+        return {k: p.grid_values(k) for k, p in self.space.items()}
+
+
+def _check_one_device(cfg: RunConfig, where: str) -> None:
+    t = cfg.trainer
+    if t.devices not in ("auto", 1, "1", [0]) or t.num_nodes != 1 or "ddp" in t.strategy or "fsdp" in t.strategy:
+        raise ConfigError(
+            f"{where}: a study trial trains on one device (trainer.devices=1, no ddp/fsdp); "
+            "parallelise a study with --workers N [--gpus 0,1,...]"
+        )
+
+
+def validate(spec: StudySpec) -> None:
+    """Check everything that can be checked before a trial runs; raise ConfigError naming the problem."""
+    from dlsuite.hpo.samplers import PRUNERS, check_sampler, create_pruner
+
+    base = spec.run_config()
+    _check_one_device(base, f"study {spec.name}")
+    check_sampler(spec.sampler.name, spec.sampler.options, len(spec.objectives))
+    PRUNERS.get(spec.pruner.name, what="pruner")
+    create_pruner(spec.pruner.name, spec.pruner.options)
+    if spec.pruner.name != "none" and base.data.val_fraction == 0 and not base.data.args.get("val_samples"):
+        raise ConfigError("pruning needs a validation split (data.val_fraction > 0 or data.args.val_samples)")
+    if spec.type == "compare":
+        for variant in spec.variants:
+            _check_one_device(spec.run_config(variant=variant), f"variant {variant!r}")
+        return
+    if spec.sampler.name == "grid":
+        spec.grid()
+    for key, p in spec.space.items():
+        if key.split(".")[0] not in (*RUN_SECTIONS, "seed"):
+            raise ConfigError(
+                f"search space key {key!r} is not a run config key{did_you_mean(key.split('.')[0], RUN_SECTIONS)}; "
+                f"keys start with one of: {', '.join((*RUN_SECTIONS, 'seed'))}"
+            )
+        if p.type == "categorical" and not all(
+            isinstance(c, (str, int, float, bool)) or c is None for c in p.choices or []
+        ):
+            raise ConfigError(f"choices of {key!r} must be plain values (str, int, float, bool, null)")
+        for cond in p.when or {}:
+            if cond not in spec.space or list(spec.space).index(cond) >= list(spec.space).index(key):
+                raise ConfigError(
+                    f"'when' of {key!r} names {cond!r}, which must be a search space key listed before it"
+                )
+        fixed = {c: vals[0] for c, vals in (p.when or {}).items()}
+        for value in p.probe_values():
+            try:
+                spec.run_config({**fixed, key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"search space key {key!r} = {value!r} is refused: {exc}") from None
+
+
+def load_study_spec(path: str | Path, sets: list[str] | None = None) -> StudySpec:
+    """Read a study file, resolve its base config, apply ``--set`` overrides, validate.
+
+    ``--set`` keys whose first part is a run config section (``trainer.max_epochs=1``), or that start
+    with ``run.``, are appended to the run overrides; the others set study keys (``n_trials=3``).
+    """
+    p = Path(path)
+    data = yamlio.load(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid study file {p}: the top level must be a mapping")
+    data.setdefault("name", p.stem)
+    run_sets: list[str] = []
+    study_sets: list[str] = []
+    for item in sets or []:
+        key = item.partition("=")[0].strip()
+        if key.startswith("run."):
+            run_sets.append(item.strip()[len("run.") :])
+        elif key.split(".")[0] in RUN_SECTIONS:
+            run_sets.append(item)
+        else:
+            study_sets.append(item)
+    data = apply_overrides(data, study_sets)
+    base = data.get("base", {})
+    if isinstance(base, str):
+        base_path = (p.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.is_file():
+            raise ConfigError(f"study {p}: base config not found: {base_path}")
+        loaded = yamlio.load(base_path)
+        base = loaded if isinstance(loaded, dict) else {}
+        base.pop("name", None)
+    data["base"] = base
+    data["overrides"] = [*(data.get("overrides") or []), *run_sets]
+    spec = build_study_spec(data, str(p))
+    validate(spec)
+    return spec
+
+
+def build_study_spec(data: dict[str, Any], source: str = "") -> StudySpec:
+    """Validate plain data into a :class:`StudySpec` (ConfigError with one line per problem)."""
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key{did_you_mean(str(err['loc'][-1]), StudySpec.model_fields)}"
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigError(f"invalid study {source}: " + "; ".join(lines)) from None

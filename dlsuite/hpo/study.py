@@ -1,0 +1,487 @@
+"""Running a study: open or resume it, recover crashed trials, ask/run/tell in N workers, end the parent run.
+
+Crash safety: every trial records its owning process (``dlsuite.owner``) and its MLflow run id as user
+attributes. Before each ask, under the budget lock, trials RUNNING in Optuna whose owner on this host is
+gone (``kill -9``) are marked FAIL (``dlsuite.requeued``, not counted against the budget), their
+parameters are enqueued again, and their MLflow runs are ended KILLED. Finished trials are in the
+storage the moment they are told, so a kill loses only the trials that were running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dlsuite.errors import ConfigError, DlsuiteError
+from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR, TrainRunner, TrialContext, TrialOutcome, TrialRunner
+from dlsuite.hpo.samplers import create_pruner, create_sampler
+from dlsuite.hpo.spec import StudySpec
+from dlsuite.hpo.storage import budget_lock, open_storage, resolve_storage
+from dlsuite.tracking import store
+from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
+
+log = logging.getLogger(__name__)
+
+OWNER_ATTR = "dlsuite.owner"
+REQUEUED_ATTR = "dlsuite.requeued"
+PARENT_ATTR = "mlflow_parent_run_id"
+STATE_TAG = "optuna.state"
+EXIT_CONFIG = 2
+
+
+def _quiet_optuna() -> None:
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tiny trials have fewer batches than Lightning's logging interval; epoch metrics are logged anyway.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def open_study(spec: StudySpec, url: str, worker: int = 0) -> optuna.Study:
+    """Create or load the study ``spec.name`` in storage ``url``; refuse a different direction or type."""
+    _quiet_optuna()
+    seed = None if spec.seed is None else spec.seed + worker  # distinct streams, or workers sample alike
+    sampler = create_sampler(
+        spec.sampler.name, spec.sampler.options, seed, spec.grid() if spec.sampler.name == "grid" else None
+    )
+    pruner = create_pruner(spec.pruner.name, spec.pruner.options)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=open_storage(url),
+        sampler=sampler,
+        pruner=pruner,
+        directions=spec.directions,  # type: ignore[arg-type]
+        load_if_exists=True,
+    )
+    have = [d.name.lower() for d in study.directions]
+    if have != spec.directions:
+        raise ConfigError(
+            f"study {spec.name!r} exists in {url} with directions {have}, not {spec.directions}; "
+            "rename the study or remove it"
+        )
+    kind = study.user_attrs.get("dlsuite.type")
+    if kind is None:
+        study.set_user_attr("dlsuite.type", spec.type)
+        study.set_user_attr("dlsuite.metrics", [o.metric for o in spec.objectives])
+    elif kind != spec.type:
+        raise ConfigError(f"study {spec.name!r} exists as type {kind!r}, not {spec.type!r}")
+    return study
+
+
+def counted(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial uses up budget: finished or running, except crashed ones that were re-queued."""
+    if t.state == TrialState.WAITING:
+        return False
+    return not (t.state == TrialState.FAIL and t.user_attrs.get(REQUEUED_ATTR))
+
+
+def mlflow_end(client: Any, run_id: str | None, state: str, reason: str | None = None) -> None:
+    """Tag an MLflow trial run with its Optuna state; end it KILLED if it is still RUNNING."""
+    if not run_id:
+        return
+    try:
+        client.set_tag(run_id, STATE_TAG, state)
+        if reason:
+            client.set_tag(run_id, "optuna.fail_reason", reason[:5000])
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, ERROR_TAG, reason or "trial ended without ending its run")
+            client.set_terminated(run_id, status="KILLED")
+    except Exception as exc:  # noqa: BLE001  the run may live in another store; the trial state matters more
+        log.warning("could not update MLflow run %s: %s", run_id, exc)
+
+
+def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str, client: Any) -> None:
+    """Mark a trial FAIL (not counted), enqueue its parameters again, end its MLflow run KILLED."""
+    storage = study._storage
+    storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
+    storage.set_trial_user_attr(t._trial_id, REQUEUED_ATTR, True)
+    try:
+        study.tell(t.number, state=TrialState.FAIL)
+    except (ValueError, RuntimeError) as exc:  # already finished by someone else
+        log.info("trial %d: %s", t.number, exc)
+        return
+    params = t.params or t.system_attrs.get("fixed_params") or {}
+    if params:
+        kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
+        study.enqueue_trial(params, user_attrs={"dlsuite.retry_of": t.number, **kept})
+    mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
+
+
+def recover(study: optuna.Study, client: Any) -> list[int]:
+    """Fail and re-queue RUNNING trials whose owner process on this host is gone; return their numbers.
+
+    Call under :func:`~dlsuite.hpo.storage.budget_lock` so two workers do not re-queue the same trial.
+    """
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if owner and owner_alive(owner) is False:
+            fail_and_requeue(study, t, f"worker {owner} died (killed?) while the trial ran", client)
+            recovered.append(t.number)
+    if recovered:
+        reap_orphans(client)
+        log.warning("study %s: trials %s were left running by dead workers; re-queued", study.study_name, recovered)
+    return recovered
+
+
+def enqueue_pairs(study: optuna.Study, spec: StudySpec) -> int:
+    """``compare``: enqueue every (variant, seed) pair not yet run, running or queued; return how many."""
+    have = {
+        (t.params.get("variant"), t.params.get("seed"))
+        for t in study.get_trials(deepcopy=False)
+        if counted(t) or t.state == TrialState.WAITING
+    }
+    have |= {
+        (t.system_attrs.get("fixed_params", {}).get("variant"), t.system_attrs.get("fixed_params", {}).get("seed"))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    }
+    added = 0
+    for variant, seed in spec.pairs():
+        if (variant, seed) not in have:
+            study.enqueue_trial({"variant": variant, "seed": seed}, user_attrs={"variant": variant, "seed": seed})
+            added += 1
+    return added
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """The trial's parameters, sampled from the search space (``when`` conditions honoured)."""
+    params: dict[str, Any] = {}
+    for key, p in spec.space.items():
+        if p.when and any(params.get(c) not in vals for c, vals in p.when.items()):
+            continue
+        if p.type == "categorical":
+            params[key] = trial.suggest_categorical(key, p.choices or [])
+        elif p.type == "int":
+            assert p.low is not None and p.high is not None
+            step = 1 if p.log else int(p.step or 1)
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=step, log=p.log)
+        else:
+            assert p.low is not None and p.high is not None
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+@dataclass
+class WorkerResult:
+    """What one worker did."""
+
+    trials: list[TrialOutcome] = field(default_factory=list)
+    stopped_by: str = "budget"
+
+
+def _trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Any, dict[str, str], str]:
+    """(config or the ConfigError, extra tags, run name) for a trial."""
+    tags: dict[str, str] = {}
+    if spec.type == "compare":
+        variant = str(trial.suggest_categorical("variant", list(spec.variants)))
+        seed = int(trial.suggest_categorical("seed", spec.seeds))  # type: ignore[arg-type]
+        trial.set_user_attr("variant", variant)
+        trial.set_user_attr("seed", seed)
+        tags = {"variant": variant, "seed": str(seed)}
+        name = f"{variant}-seed{seed}"
+        build = lambda: spec.run_config({"seed": seed}, variant=variant)  # noqa: E731
+    else:
+        params = suggest(trial, spec)
+        name = f"{spec.name}-{trial.number:03d}"
+        build = lambda: spec.run_config(params)  # noqa: E731
+    try:
+        return build(), tags, name
+    except DlsuiteError as exc:
+        return exc, tags, name
+
+
+def run_one(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    parent_run_id: str | None,
+    runner: TrialRunner,
+    client: Any,
+) -> TrialOutcome:
+    """Run one asked trial to its end and tell Optuna and MLflow how it ended."""
+    cfg, extra, run_name = _trial_config(spec, trial)
+    tags = {
+        "optuna.study": spec.name,
+        "optuna.trial": str(trial.number),
+        STATE_TAG: "RUNNING",
+        "dlsuite.study_type": spec.type,
+        **extra,
+    }
+    ctx = TrialContext(parent_run_id, tags, spec.pruner.name != "none", spec.prune_monitor)
+    if isinstance(cfg, DlsuiteError):
+        outcome = TrialOutcome("FAIL", reason=f"invalid trial config: {cfg}")
+    else:
+        cfg.tracking.run_name = run_name
+        try:
+            outcome = runner.run(cfg, trial, ctx)
+        except KeyboardInterrupt as exc:
+            frozen = study._storage.get_trial(trial._trial_id)
+            fail_and_requeue(study, frozen, f"interrupted ({exc or 'SIGINT'})", client)
+            raise
+    values: list[float] | None = None
+    if outcome.state == "COMPLETE":
+        missing = [o.metric for o in spec.objectives if o.metric not in outcome.metrics]
+        if missing:
+            outcome.state = "FAIL"
+            outcome.reason = (
+                f"objective metric(s) {missing} not produced; available: {', '.join(sorted(outcome.metrics))}"
+            )
+        else:
+            values = [float(outcome.metrics[o.metric]) for o in spec.objectives]
+            if any(v != v for v in values):
+                outcome.state, outcome.reason, values = "FAIL", f"objective is NaN: {values}", None
+    if outcome.run_id is None and outcome.state == "FAIL" and client is not None:
+        from dlsuite.hpo.runner import record_failed_run
+
+        exp = store.experiment_id(client, spec.mlflow_experiment)
+        tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else tags
+        outcome.run_id = record_failed_run(client, exp, run_name, tags, trial.params, outcome.reason or "")
+        trial.set_user_attr(RUN_ID_ATTR, outcome.run_id)
+    if outcome.reason:
+        trial.set_user_attr(REASON_ATTR, outcome.reason)
+    if outcome.run_id:
+        trial.set_user_attr(RUN_ID_ATTR, outcome.run_id)
+    state = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}[outcome.state]
+    try:
+        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+    except (ValueError, RuntimeError) as exc:  # told already (re-queued by a worker that thought us dead)
+        log.warning("trial %d could not be told %s: %s", trial.number, outcome.state, exc)
+    mlflow_end(client, outcome.run_id, outcome.state, outcome.reason if outcome.state == "FAIL" else None)
+    return outcome
+
+
+def work(
+    spec: StudySpec,
+    url: str,
+    parent_run_id: str | None,
+    worker: int = 0,
+    deadline: float | None = None,
+    runner: TrialRunner | None = None,
+) -> WorkerResult:
+    """One worker: under the budget lock recover, check the budget and ask; then run and tell; repeat."""
+    runner = runner or TrainRunner()
+    study = open_study(spec, url, worker)
+    base = spec.run_config()
+    client = store.client(base.tracking.uri) if base.tracking.enabled else None
+    result = WorkerResult()
+    while True:
+        if deadline is not None and time.time() >= deadline:
+            result.stopped_by = "timeout"
+            break
+        with budget_lock(url):
+            if client is not None:
+                recover(study, client)
+            trials = study.get_trials(deepcopy=False)
+            if spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials:
+                break
+            if spec.type == "compare" and not any(t.state == TrialState.WAITING for t in trials):
+                break
+            sampler = study.sampler
+            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+                if not any(t.state == TrialState.WAITING for t in trials):
+                    result.stopped_by = "grid exhausted"
+                    break
+            trial = study.ask()
+            trial.set_user_attr(OWNER_ATTR, owner_id())
+        outcome = run_one(study, trial, spec, parent_run_id, runner, client)
+        result.trials.append(outcome)
+        shown = ", ".join(
+            f"{o.metric}={outcome.metrics[o.metric]:.4g}" for o in spec.objectives if o.metric in outcome.metrics
+        )
+        print(
+            f"[worker {worker}] trial {trial.number} {outcome.state} in {outcome.seconds:.1f}s"
+            + (f": {shown}" if outcome.state == "COMPLETE" else "")
+            + (f" ({outcome.reason})" if outcome.reason else ""),
+            flush=True,
+        )
+        if outcome.state == "FAIL" and outcome.reason and "not produced" in outcome.reason:
+            raise ConfigError(f"study {spec.name}: {outcome.reason}")
+    return result
+
+
+# -- the coordinator: parent run, workers, report ------------------------------------------------
+def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
+    """The study's one MLflow parent run: created on the first run, reopened (RUNNING) on a resume."""
+    from mlflow.entities import Param
+
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, OWNER_TAG, owner_id())
+            return str(run_id)
+        except Exception:  # noqa: BLE001  another tracking store: start a parent there
+            log.info("parent run %s not in this tracking store; creating one", run_id)
+    exp = store.experiment_id(client, spec.mlflow_experiment)
+    tags = {
+        "optuna.study": spec.name,
+        "dlsuite.study_type": spec.type,
+        "dlsuite.study_parent": "true",
+        OWNER_TAG: owner_id(),
+    }
+    run = client.create_run(exp, run_name=f"study-{spec.name}", tags=tags)
+    run_id = run.info.run_id
+    params = {
+        "study.type": spec.type,
+        "study.sampler": spec.sampler.name,
+        "study.pruner": spec.pruner.name,
+        "study.objectives": ", ".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
+        "study.space": json.dumps(spec.model_dump(mode="json")["space"] or spec.variants)[:6000],
+        "study.overrides": json.dumps(spec.overrides)[:6000],
+        "study.seed": spec.seed,
+    }
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return str(run_id)
+
+
+def assign_gpus(workers: int, gpus: list[str] | None) -> list[str | None]:
+    """The GPU each worker is pinned to (round-robin; several workers may share one), or None each."""
+    if not gpus:
+        return [None] * workers
+    return [gpus[i % len(gpus)] for i in range(workers)]
+
+
+def default_gpus() -> list[str] | None:
+    """The GPUs visible to this process, as CUDA_VISIBLE_DEVICES entries, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@dataclass
+class StudyResult:
+    """The outcome of ``study run``: counts by state after the run, and where the report went."""
+
+    name: str
+    storage: str
+    parent_run_id: str | None
+    counts: dict[str, int]
+    report_dir: str | None = None
+    worker_codes: list[int] = field(default_factory=list)
+
+
+def counts_by_state(study: optuna.Study) -> dict[str, int]:
+    """Trials per state name."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def _spawn(
+    spec: StudySpec, url: str, parent: str | None, workers: int, gpus: list[str | None], deadline: float | None
+) -> list[int]:
+    """Start ``workers`` worker processes on the study and wait for them; return their exit codes."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="dlsuite-study-", delete=False) as f:
+        f.write(spec.model_dump_json())
+        spec_path = f.name
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(workers):
+            env = dict(os.environ)
+            if gpus[i] is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpus[i])
+            cmd = [sys.executable, "-m", "dlsuite.hpo.worker", spec_path, "--storage", url, "--index", str(i)]
+            cmd += ["--workers", str(workers)]
+            if parent:
+                cmd += ["--parent", parent]
+            if deadline is not None:
+                cmd += ["--deadline", repr(deadline)]
+            procs.append(subprocess.Popen(cmd, env=env))
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:  # workers end their runs KILLED and re-queue their trials on SIGTERM
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    finally:
+        os.unlink(spec_path)
+
+
+def run_study(
+    spec: StudySpec,
+    workers: int = 1,
+    gpus: list[str] | None = None,
+    runner: TrialRunner | None = None,
+    report: bool = True,
+) -> StudyResult:
+    """Run (or resume) a study to its budget with ``workers`` processes, then write its report.
+
+    ``workers == 1`` runs trials in this process; more start worker processes pinned round-robin to
+    ``gpus`` (default: every visible GPU; none on CPU).
+    """
+    if workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    url = resolve_storage(spec.storage)
+    base = spec.run_config()
+    study = open_study(spec, url)
+    client = store.client(base.tracking.uri) if base.tracking.enabled else None
+    with budget_lock(url):
+        if client is not None:
+            recover(study, client)
+            reap_orphans(client)  # a killed study's parent run, among others
+        if spec.type == "compare":
+            enqueue_pairs(study, spec)
+    parent = open_parent_run(spec, study, client) if client is not None else None
+    deadline = time.time() + spec.timeout if spec.timeout else None
+    # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
+    # "every visible GPU" is only looked up for worker processes.
+    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None))
+    status = "FINISHED"
+    codes: list[int] = []
+    try:
+        if workers == 1:
+            if pins[0] is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = pins[0]
+            work(spec, url, parent, 0, deadline, runner)
+        else:
+            codes = _spawn(spec, url, parent, workers, pins, deadline)
+            if any(c == EXIT_CONFIG for c in codes):
+                raise ConfigError(f"study {spec.name}: a worker stopped on a config error (see its output above)")
+            if any(codes):
+                raise DlsuiteError(f"study {spec.name}: worker exit codes {codes} (see their output above)")
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        if client is not None and parent is not None:
+            client.set_terminated(parent, status=status)
+    out_dir = None
+    if report:
+        from dlsuite.hpo.report import write_report
+
+        out_dir = str(write_report(spec.name, url, attach=client is not None, tracking_uri=base.tracking.uri).out_dir)
+    return StudyResult(
+        spec.name,
+        url,
+        parent,
+        counts_by_state(optuna.load_study(study_name=spec.name, storage=open_storage(url))),
+        out_dir,
+        codes,
+    )

@@ -1,0 +1,364 @@
+"""Optuna studies end to end on real Optuna journal storage and a real temporary MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dlsuite.cli import main
+from dlsuite.errors import ConfigError
+from dlsuite.hpo.report import list_studies
+from dlsuite.hpo.spec import load_study_spec
+from dlsuite.hpo.storage import open_storage, resolve_storage
+from dlsuite.hpo.study import assign_gpus, open_study, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+CNN = ROOT / "configs" / "mnist1d_cnn.yaml"
+TINY = [
+    "trainer.max_epochs=2",
+    "data.train_samples=300",
+    "data.args.val_samples=200",
+    "model.channels=8",
+    "tracking.log_checkpoint=false",
+    "tracking.plots=false",
+]
+
+
+def write_study(tmp: Path, body: str, name: str = "s") -> Path:
+    """A study file whose base is the shipped MNIST-1D CNN config, with tiny run overrides."""
+    path = tmp / f"{name}.yaml"
+    overrides = "\n".join(f"  - {o}" for o in TINY)
+    path.write_text(f"name: {name}\nbase: {CNN}\noverrides:\n{overrides}\n{body}")
+    return path
+
+
+def load(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(resolve_storage()))
+
+
+def runs(store: str, name: str) -> list:
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+SEARCH = """space:
+  optim.lr: {type: float, low: 1e-3, high: 3e-2, log: true}
+  data.batch_size: [32, 64]
+metric: test_acc
+n_trials: 3
+"""
+
+
+# -- validation ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ("optim.lrr: {type: float, low: 0.1, high: 1}", "optim.lrr"),
+        ("optim.lr: {type: float, low: 1, high: 0.1}", "low (1.0) > high (0.1)"),
+        ("optim.lr: {type: float, low: 0, high: 1, log: true}", "log scale needs low > 0"),
+        ("model.widht: {type: int, low: 1, high: 4}", "widht"),
+        ("optim.momentum: {type: float, low: 0.1, high: 0.9}", "momentum does not apply to 'adam'"),
+        ("foo.bar: [1, 2]", "not a run config key"),
+        ("data.batch_size: {type: int, low: 1.5, high: 4}", "whole number"),
+        ("optim.lr: {type: categorical}", "non-empty 'choices'"),
+    ],
+)
+def test_invalid_search_space_is_refused_with_exit_2_and_nothing_written(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], space: str, expected: str
+) -> None:
+    path = write_study(tmp_path, f"space:\n  {space}\nn_trials: 2\n")
+    with pytest.raises(ConfigError):
+        load_study_spec(path)
+    assert main(["study", "run", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("sampler: tpee\n", "did you mean 'tpe'"),
+        ("sampler: {name: tpe, n_startup: 3}\n", "n_startup_trials"),
+        ("pruner: medain\n", "did you mean 'median'"),
+        ("objectives: [{metric: test_acc}, {metric: num_params, direction: minimize}]\npruner: median\n", "single"),
+        ("n_trialz: 3\n", "n_trialz"),
+    ],
+)
+def test_invalid_study_options_are_refused(store: str, tmp_path: Path, extra: str, expected: str) -> None:
+    body = SEARCH.replace("metric: test_acc\n", "") if "objectives" in extra else SEARCH
+    path = write_study(tmp_path, body + extra)
+    with pytest.raises(ConfigError, match=expected):
+        load_study_spec(path)
+
+
+def test_budget_and_compare_schema_are_checked(store: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="budget"):
+        load_study_spec(write_study(tmp_path, SEARCH.replace("n_trials: 3\n", "")))
+    with pytest.raises(ConfigError, match="variants"):
+        load_study_spec(write_study(tmp_path, "type: compare\nseeds: [0]\n"))
+    spec = load_study_spec(write_study(tmp_path, "type: compare\nvariants: {a: [optim.lr=0.01], b: []}\n"))
+    assert spec.n_trials == 10 and spec.seeds == [0, 1, 2, 3, 4]  # 5 seeds by default
+
+
+def test_gpu_assignment_is_round_robin() -> None:
+    assert assign_gpus(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]
+    assert assign_gpus(2, None) == [None, None]
+    assert main(["study", "run", "x.yaml", "--gpus", "a,b"]) == 2
+
+
+def test_samplers_and_pruners_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "samplers"]) == 0
+    assert capsys.readouterr().out.split() == ["cmaes", "gp", "grid", "nsga2", "qmc", "random", "tpe"]
+    assert main(["list", "pruners"]) == 0
+    assert capsys.readouterr().out.split() == ["hyperband", "median", "none", "successive_halving"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_study_files_are_valid(store: str, path: Path) -> None:
+    spec = load_study_spec(path)
+    assert spec.name == path.stem
+
+
+# -- running ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_three_trial_study_end_to_end_then_resume(store: str, tmp_path: Path) -> None:
+    path = write_study(tmp_path, SEARCH, name="e2e")
+    assert main(["study", "run", str(path)]) == 0
+    study = load("e2e")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    all_runs = runs(store, "e2e")
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(all_runs) == 4 and len(children) == 3
+    for t in study.trials:
+        run = next(r for r in children if r.info.run_id == t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["optuna.trial"] == str(t.number)
+        assert run.data.tags["optuna.state"] == "COMPLETE"
+        assert run.data.tags["optuna.study"] == "e2e"
+        assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
+        assert run.data.metrics["test_acc"] == pytest.approx(t.value)
+    client = mlflow.MlflowClient(store)
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    attached = {a.path for a in client.list_artifacts(parent_id, "report")}
+    for f in ("report.md", "optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png"):
+        assert f"report/{f}" in attached
+        assert (tmp_path / "mlruns" / "reports" / "e2e" / f).is_file()
+
+    # Resume with a larger budget: a trial is added, the first three stay as they were.
+    before = [(t.number, t.value, t.params) for t in study.trials]
+    assert main(["study", "run", str(path), "--set", "n_trials=4"]) == 0
+    study = load("e2e")
+    assert len(study.trials) == 4
+    assert [(t.number, t.value, t.params) for t in study.trials[:3]] == before
+    assert study.user_attrs["mlflow_parent_run_id"] == parent_id  # one parent run per study
+    # Running it again with the budget met adds nothing.
+    assert main(["study", "run", str(path), "--set", "n_trials=4"]) == 0
+    assert len(load("e2e").trials) == 4
+    assert len(runs(store, "e2e")) == 5
+    assert [r["name"] for r in list_studies()] == ["e2e"] and list_studies()[0]["COMPLETE"] == 4
+
+
+def test_nan_and_exception_trials_are_recorded_and_the_study_goes_on(store: str, tmp_path: Path) -> None:
+    body = """space:
+  optim.lr: [0.01, 1.0e+12]
+  model.kernel_size: [3, 99]
+n_trials: 3
+"""
+    path = write_study(tmp_path, body, name="bad")
+    spec = load_study_spec(path, ["optim.name=sgd"])
+    study = open_study(spec, resolve_storage())
+    study.enqueue_trial({"optim.lr": 1e12, "model.kernel_size": 3})  # diverges to NaN
+    study.enqueue_trial({"optim.lr": 0.01, "model.kernel_size": 99})  # the model raises when built
+    study.enqueue_trial({"optim.lr": 0.01, "model.kernel_size": 3})
+    run_study(spec, report=False)
+    trials = load("bad").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert "diverged" in trials[0].user_attrs["fail_reason"]
+    assert "Kernel size" in trials[1].user_attrs["fail_reason"]
+    client = mlflow.MlflowClient(store)
+    for t in trials[:2]:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+        assert run.data.tags["dlsuite.error"]
+
+
+def test_pruned_trial_is_recorded_as_pruned_in_both(store: str, tmp_path: Path) -> None:
+    body = """space:
+  optim.lr: [0.01, 1.0e-7]
+n_trials: 2
+pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
+"""
+    spec = load_study_spec(write_study(tmp_path, body, name="prune"), ["trainer.max_epochs=4"])
+    study = open_study(spec, resolve_storage())
+    study.enqueue_trial({"optim.lr": 0.01})
+    study.enqueue_trial({"optim.lr": 1e-7})  # learns nothing: below the median at the first epoch
+    run_study(spec, report=False)
+    first, second = load("prune").trials
+    assert first.state == TrialState.COMPLETE and second.state == TrialState.PRUNED
+    run = mlflow.MlflowClient(store).get_run(second.user_attrs["mlflow_run_id"])
+    assert run.data.tags["optuna.state"] == "PRUNED"
+    assert run.data.metrics["epochs_trained"] < 4
+
+
+def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "type: compare\nvariants:\n  adam: [optim.lr=0.01]\n  sgd: [optim.name=sgd, optim.lr=0.05]\nseeds: [0, 1]\n"
+    path = write_study(tmp_path, body, name="cmp")
+    assert main(["study", "run", str(path), "--set", "trainer.max_epochs=1"]) == 0
+    trials = load("cmp").trials
+    assert sorted((t.params["variant"], t.params["seed"]) for t in trials) == [
+        ("adam", 0),
+        ("adam", 1),
+        ("sgd", 0),
+        ("sgd", 1),
+    ]
+    kids = [r for r in runs(store, "cmp") if "variant" in r.data.tags]
+    assert sorted((r.data.tags["variant"], r.data.tags["seed"], r.data.params["seed"]) for r in kids) == [
+        ("adam", "0", "0"),
+        ("adam", "1", "1"),
+        ("sgd", "0", "0"),
+        ("sgd", "1", "1"),
+    ]
+    capsys.readouterr()
+    assert main(["study", "report", "cmp"]) == 0
+    out = capsys.readouterr().out
+    assert "per variant" in out and "mean" in out and "std" in out
+    assert main(["study", "list"]) == 0
+    assert "cmp" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_study_smoke_run(store: str, path: Path) -> None:
+    sets = ["n_trials=1", "seeds=[0]", "trainer.max_epochs=1", "data.train_samples=100", "tracking.plots=false"]
+    spec = load_study_spec(path, sets)
+    result = run_study(spec, report=False)
+    assert sum(result.counts.get(s, 0) for s in ("COMPLETE", "PRUNED")) == spec.n_trials
+
+
+@pytest.mark.slow
+def test_four_parallel_workers_reach_exactly_n_trials(store: str, tmp_path: Path) -> None:
+    path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 5"), name="par")
+    spec = load_study_spec(path, ["trainer.max_epochs=1", "tracking.plots=false"])
+    result = run_study(spec, workers=4, report=False)
+    assert result.worker_codes == [0, 0, 0, 0]
+    trials = load("par").trials
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(5))
+    owners = {t.user_attrs["dlsuite.owner"] for t in trials}
+    assert len(owners) >= 2  # the trials were shared between processes
+    assert len([r for r in runs(store, "par") if "optuna.trial" in r.data.tags]) == 5
+
+
+def _wait_for(cond, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(store: str, tmp_path: Path) -> None:
+    path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 40"), name="kill")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "dlsuite",
+        "study",
+        "run",
+        str(path),
+        "--workers",
+        "2",
+        "--set",
+        "tracking.plots=false",
+    ]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    url = resolve_storage()
+    try:
+
+        def mid_trial() -> bool:
+            if not Path(url).is_file() or "kill" not in optuna.study.get_all_study_names(open_storage(url)):
+                return False
+            ts = load("kill").trials
+            done = any(t.state == TrialState.COMPLETE for t in ts)
+            return done and any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in ts)
+
+        _wait_for(mid_trial)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole study: coordinator and both workers
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = load("kill").trials
+    finished = {t.number: (t.state, t.values) for t in before if t.state.is_finished()}
+    running = [t for t in before if t.state == TrialState.RUNNING]
+    assert finished and running
+    client = mlflow.MlflowClient(store)
+    assert any(r.info.status == "RUNNING" for r in runs(store, "kill"))
+
+    target = sum(1 for t in before if t.state.is_finished()) + 2
+    spec = load_study_spec(path, [f"n_trials={target}", "tracking.plots=false"])
+    run_study(spec, report=False)
+
+    after = load("kill").trials
+    assert {t.number: (t.state, t.values) for t in after if t.number in finished} == finished  # nothing lost
+    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not [r for r in runs(store, "kill") if r.info.status == "RUNNING"]
+    for t in running:
+        crashed = next(x for x in after if x.number == t.number)
+        assert crashed.state == TrialState.FAIL and crashed.user_attrs["dlsuite.requeued"]
+        assert "died" in crashed.user_attrs["fail_reason"]
+        if "mlflow_run_id" in crashed.user_attrs:  # the other worker may have been killed before its run began
+            run = client.get_run(crashed.user_attrs["mlflow_run_id"])
+            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "FAIL"
+        retry = [x for x in after if x.user_attrs.get("dlsuite.retry_of") == t.number]
+        if t.params:  # re-queued with the same parameters
+            assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == t.params
+    assert any("mlflow_run_id" in next(x for x in after if x.number == t.number).user_attrs for t in running)
+    counted = [t for t in after if t.state.is_finished() and not t.user_attrs.get("dlsuite.requeued")]
+    assert len(counted) == target
+    parent = client.get_run(load("kill").user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+
+
+def test_conditional_key_is_sampled_only_when_its_condition_holds(store: str, tmp_path: Path) -> None:
+    from dlsuite.hpo.study import suggest
+
+    body = """space:
+  optim.name: [sgd, adam]
+  optim.momentum: {type: float, low: 0.5, high: 0.9, when: {optim.name: [sgd]}}
+n_trials: 2
+"""
+    spec = load_study_spec(write_study(tmp_path, body, name="cond"))
+    study = optuna.create_study()
+    for name in ("sgd", "adam"):
+        study.enqueue_trial({"optim.name": name})
+        params = suggest(study.ask(), spec)
+        assert ("optim.momentum" in params) == (name == "sgd")
+        spec.run_config(params)  # adam without momentum is a valid config
+
+
+def test_cmaes_is_usable_or_refused_naming_its_package(store: str, tmp_path: Path) -> None:
+    import importlib.util
+
+    path = write_study(tmp_path, SEARCH.replace("  data.batch_size: [32, 64]\n", "") + "sampler: cmaes\n")
+    if importlib.util.find_spec("cmaes") is None:
+        with pytest.raises(ConfigError, match="pip install cmaes"):
+            load_study_spec(path)
+    else:
+        assert load_study_spec(path).sampler.name == "cmaes"
