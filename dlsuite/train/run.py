@@ -199,7 +199,12 @@ def train(
     if cfg.tracking.enabled and is_rank_zero():
         name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
         tracked = TrackedRun(
-            cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), **(tags or {})}, parent_run_id
+            cfg.tracking.uri,
+            cfg.tracking.experiment,
+            name,
+            # a model may name where it came from (transfer: the source run), linking the two runs
+            {**run_tags(cfg), **getattr(model, "tracking_tags", {}), **(tags or {})},
+            parent_run_id,
         )
     ckpt_dir = tempfile.mkdtemp(prefix="dlsuite-ckpt-")
     try:
