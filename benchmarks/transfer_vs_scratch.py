@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--out", default="transfer_vs_scratch.jsonl")
     ap.add_argument("--table", action="store_true", help="only print the table of the rows in --out")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: the study's)")
+    ap.add_argument("--variants", nargs="*", help="only these variants, in this order (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec = yamlio.load(args.study)
@@ -56,8 +58,8 @@ def main() -> int:
         from dlsuite.train.run import train
 
         done = {(r["variant"], r["seed"]) for r in rows}
-        for seed in spec["seeds"]:
-            for v in variants:
+        for seed in args.seeds if args.seeds is not None else spec["seeds"]:
+            for v in args.variants or variants:
                 if (v, seed) in done:
                     continue
                 sets = [*spec.get("overrides", []), *spec["variants"][v], f"seed={seed}", f"tracking.run_name={v}"]

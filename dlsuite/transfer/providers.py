@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import pickle
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -229,8 +230,9 @@ def _timm_cached_file(cfg: dict[str, Any]) -> str | None:
     if hub_id:
         from huggingface_hub import try_to_load_from_cache
 
+        cache_dir = os.environ.get("HF_HUB_CACHE")  # read now: huggingface_hub reads it once, at import
         for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            hit = try_to_load_from_cache(hub_id, fname)
+            hit = try_to_load_from_cache(hub_id, fname, cache_dir=cache_dir)
             if isinstance(hit, str):
                 return hit
     url = cfg.get("url")
@@ -276,7 +278,9 @@ def _timm_provider(name: str, pretrained: bool | str) -> Backbone:
     in_chans = int(cfg.get("input_size", (3,))[0])
     fixed = cfg.get("fixed_input_size") and cfg.get("input_size")
     size = tuple(cfg["input_size"][1:]) if fixed else None
-    return Backbone(model, int(model.num_features), in_chans, size, mean, std, tags)
+    # models with a pre-logits layer (MobileNetV3, ...) emit its width, not num_features
+    width = getattr(model, "head_hidden_size", None) or model.num_features
+    return Backbone(model, int(width), in_chans, size, mean, std, tags)
 
 
 # -- the suite's own checkpoints ---------------------------------------------------------------------
@@ -315,7 +319,14 @@ def load_suite_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"checkpoint {str(p)!r} does not exist")
-    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: a checkpoint is data, never code (a shared or downloaded file may be hostile)
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"{p} cannot be loaded with weights_only=True (it holds objects besides tensors and plain data): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or not {"config", "num_classes", "input_shape"} <= set(hp):
         raise ConfigError(f"{p} is not a dlsuite checkpoint (no hyper_parameters config/num_classes/input_shape)")
