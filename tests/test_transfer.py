@@ -168,7 +168,9 @@ def test_finetune_trains_everything_with_lower_backbone_lr() -> None:
     assert {g["name"]: g["lr"] for g in opt2.param_groups}["backbone"] == 3e-5
 
 
+@pytest.mark.slow
 def test_gradual_unfreeze_top_down(store: str) -> None:
+    """Through a real Lightning run: the strategy's callback reaches the Trainer via the task."""
     from dlsuite.train.run import train
 
     cfg = load_config(
@@ -185,6 +187,9 @@ def test_gradual_unfreeze_top_down(store: str) -> None:
             "trainer.max_epochs=2",
             "trainer.test_checkpoint=last",
             "optim.lr=0.01",
+            "tracking.enabled=false",
+            "data.val_fraction=0.05",
+            "data.test_fraction=0.05",
         ],
     )
     before = create_model("transfer", (1, 8, 8), 10, image_size=16, strategy="gradual_unfreeze")
@@ -211,11 +216,15 @@ MNIST1D_RUN = ["trainer.max_epochs=2", "trainer.progress_bar=false", "data.batch
 PRETRAIN = [*MNIST1D_RUN, "model.channels=8", "model.norm=batch"]
 
 
+@pytest.mark.slow
 def test_pretrain_then_finetune_two_linked_runs(store: str) -> None:
     from dlsuite.transfer.pipeline import pretrain_then_finetune
 
     pre = load_config(None, PRETRAIN)
-    ft = load_config(None, [*MNIST1D_RUN, "data.args.corr_noise_scale=0.5"])  # another MNIST-1D variant
+    # another MNIST-1D variant: twice the correlated noise (1000 sequences: generating it is the slow part)
+    ft = load_config(
+        None, [*MNIST1D_RUN, "data.args.corr_noise_scale=0.5", "data.args.num_samples=1000", "data.train_samples=200"]
+    )
     out = pretrain_then_finetune(pre, ft, strategy="finetune", backbone_lr_scale=0.5)
     c = tracking_store.client()
     src, dst = c.get_run(out.pretrain.run_id), c.get_run(out.finetune.run_id)
@@ -331,6 +340,7 @@ def test_train_per_class_keeps_k_per_class() -> None:
 
 
 # -- searchable by Optuna like any other run ---------------------------------------------------------
+@pytest.mark.slow
 def test_optuna_searches_transfer_knobs(store: str) -> None:
     import optuna
 
