@@ -319,11 +319,31 @@ def test_cli_missing_weights_exits_2_and_writes_nothing(
         (["data.normalize=standard"], "set data.normalize=unit"),
         (["model.init=kaiming_normal"], "model.init does not apply"),
         (["model.bogus=1"], "does not take knob 'bogus'"),
+        (["model.strategy=gradual_unfreeze", "trainer.strategy=ddp"], "does not work with trainer.strategy"),
     ],
 )
 def test_bad_transfer_config_is_refused(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [*DIGITS, "model.name=transfer", *overrides])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_transfer_yamls_validate() -> None:
+    from dlsuite import yamlio
+    from dlsuite.config import apply_overrides, build_config
+
+    cfg = load_config(ROOT / "configs" / "transfer_digits.yaml")
+    assert cfg.model.name == "transfer" and cfg.data.train_per_class == 10
+    spec = yamlio.load(ROOT / "studies" / "transfer_vs_scratch.yaml")
+    assert spec["type"] == "compare" and spec["metric"] == "test_acc" and spec["seeds"] == [0, 1, 2]
+    strategies = set()
+    for name, sets in spec["variants"].items():
+        v = build_config(apply_overrides(spec["base"], [*spec["overrides"], *sets]), name)
+        strategies.add(v.model.knobs.get("strategy", "scratch") if v.model.name == "transfer" else v.model.name)
+        assert v.data.train_per_class == int(name.rsplit("_", 1)[1])
+    assert strategies == {"cnn", "finetune", "feature_extract", "gradual_unfreeze"}
 
 
 def test_train_per_class_keeps_k_per_class() -> None:

@@ -231,6 +231,14 @@ def check_transfer_config(cfg: Any) -> None:
             "model.init does not apply to model 'transfer': the backbone keeps its pretrained weights and "
             "the new head starts from PyTorch's default; use model.pretrained=false for a from-scratch control"
         )
+    strategy = str(knobs.get("strategy", "finetune"))
+    if strategy == "gradual_unfreeze" and ("ddp" in cfg.trainer.strategy or "fsdp" in cfg.trainer.strategy):
+        # DDP registers the parameters that need gradients once, when it wraps the model: layers
+        # unfrozen later would never have their gradients averaged across processes
+        raise ConfigError(
+            "model.strategy=gradual_unfreeze does not work with trainer.strategy="
+            f"{cfg.trainer.strategy!r}; use finetune or feature_extract for multi-GPU runs"
+        )
     if (
         not is_checkpoint_ref(name)
         and knobs.get("input_norm", "backbone") == "backbone"
