@@ -195,16 +195,13 @@ def train(
     has_val = len(dm.splits["val"][1]) > 0
     facts = {**dm.describe(), "model.num_params": count_params(model)}
 
+    # a model may name where it came from (transfer: the source run), linking the two runs
+    tags = {**getattr(model, "tracking_tags", {}), **(tags or {})}
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
         name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
         tracked = TrackedRun(
-            cfg.tracking.uri,
-            cfg.tracking.experiment,
-            name,
-            # a model may name where it came from (transfer: the source run), linking the two runs
-            {**run_tags(cfg), **getattr(model, "tracking_tags", {}), **(tags or {})},
-            parent_run_id,
+            cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), **(tags or {})}, parent_run_id
         )
     ckpt_dir = tempfile.mkdtemp(prefix="dlsuite-ckpt-")
     try:
