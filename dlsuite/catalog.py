@@ -15,6 +15,7 @@ import dlsuite.models.layers
 import dlsuite.tasks
 import dlsuite.train.losses
 import dlsuite.train.optim  # noqa: F401
+from dlsuite import transfer  # noqa: F401  (registers backbones, strategies, the transfer model)
 
 if TYPE_CHECKING:
     from dlsuite.config import RunConfig
@@ -37,3 +38,6 @@ def check_names(cfg: RunConfig) -> None:
     LOSSES.get(cfg.task.loss, what="loss")
     optimizer_kwargs(cfg.optim)
     SCHEDULERS.get(cfg.optim.schedule.name, what="schedule")
+    from dlsuite.transfer import check_transfer_config
+
+    check_transfer_config(cfg)

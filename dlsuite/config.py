@@ -55,6 +55,9 @@ class DataConfig(Section):
     """Resize images to this side length (image_folder; later also transfer learning)."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Dataset-specific arguments passed through (e.g. mnist1d's ``num_samples``, ``noise``...)."""
+    train_per_class: int | None = Field(None, ge=1)
+    """Keep this many training examples of each class (few-label regime, seeded by ``split_seed``);
+    ``null`` = all. Applied after ``train_samples``."""
 
 
 class ModelConfig(BaseModel):

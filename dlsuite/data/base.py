@@ -108,6 +108,19 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[k:], perm[:k]
 
 
+def per_class(idx: torch.Tensor, y: torch.Tensor, k: int, seed: int, name: str) -> torch.Tensor:
+    """The first ``k`` indices of each class in a seeded shuffle of ``idx`` (labels ``y[idx]``)."""
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+    labels = y[idx]
+    keep = []
+    for c in labels.unique().tolist():
+        of_c = idx[labels == c]
+        if len(of_c) < k:
+            raise ConfigError(f"data.train_per_class={k}: class {c} of {name!r} has only {len(of_c)} training examples")
+        keep.append(of_c[:k])
+    return torch.cat(keep).sort().values
+
+
 def default_root() -> Path:
     """Where on-disk datasets live unless ``data.root`` says otherwise."""
     return Path(os.environ.get("DLSUITE_DATA", Path.home() / ".cache" / "dlsuite" / "data"))
@@ -185,6 +198,8 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"examples of {self.cfg.name!r}"
                 )
             train = train[: self.cfg.train_samples]
+        if self.cfg.train_per_class is not None:
+            train = per_class(train, y, self.cfg.train_per_class, self.cfg.split_seed + 3, self.cfg.name)
         splits = {
             "train": (x[train], y[train]),
             "val": (x_val, y_val) if x_val is not None and y_val is not None else (x[val], y[val]),

@@ -137,6 +137,11 @@ class ClassificationTask(L.LightningModule):
         self.confusion.reset()
         self.log_dict(self.test_results, sync_dist=False)
 
+    def configure_callbacks(self) -> list[Any]:
+        """Callbacks the model asks for (a transfer model's gradual unfreezing), merged into the Trainer's."""
+        hook = getattr(self.model, "callbacks", None)
+        return list(hook()) if callable(hook) else []
+
     def configure_optimizers(self) -> Any:
         """Optimiser and schedule from the config's registries."""
         opt = create_optimizer(self.model, self.cfg.optim)

@@ -78,6 +78,19 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     cls = OPTIMIZERS.get(cfg.name, what="optimizer")
     if not _accepts(cls, "weight_decay"):
         return cls([p for p in model.parameters() if p.requires_grad], **kw)
+    custom = getattr(model, "param_groups", None)
+    if callable(custom):
+        # A model whose parts learn at different rates (transfer: backbone vs head) names its groups,
+        # frozen parameters included (it may unfreeze them later); each is split for weight decay.
+        groups: list[dict[str, Any]] = []
+        for part in custom(cfg.lr):
+            params = list(part["params"])
+            if cfg.decay_norm_and_bias or cfg.weight_decay == 0:
+                groups.append(part)
+            else:
+                groups.append({**part, "params": [p for p in params if p.dim() >= 2]})
+                groups.append({**part, "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0})
+        return cls([g for g in groups if g["params"]], **kw)
     return cls(param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), **kw)
 
 

@@ -195,6 +195,8 @@ def train(
     has_val = len(dm.splits["val"][1]) > 0
     facts = {**dm.describe(), "model.num_params": count_params(model), **model_cost(model, dm.splits["train"][0][:1])}
 
+    # a model may name where it came from (transfer: the source run), linking the two runs
+    tags = {**getattr(model, "tracking_tags", {}), **(tags or {})}
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
         name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
