@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import dlsuite.data
+import dlsuite.data.augment
 import dlsuite.models
 import dlsuite.models.layers
 import dlsuite.tasks
@@ -36,3 +37,6 @@ def check_names(cfg: RunConfig) -> None:
     LOSSES.get(cfg.task.loss, what="loss")
     optimizer_kwargs(cfg.optim)
     SCHEDULERS.get(cfg.optim.schedule.name, what="schedule")
+    from dlsuite.train.techniques import check_techniques
+
+    check_techniques(cfg)
