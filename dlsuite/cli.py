@@ -133,7 +133,10 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_ui)
 
 
+from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui]  # type: ignore[type-arg]
+SUBCOMMANDS += [add_tune_lr, add_tune_batch_size]
 
 
 def build_parser() -> argparse.ArgumentParser:
