@@ -3,6 +3,7 @@ test_techniques_runs.py for those)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -103,7 +104,7 @@ def test_schedules_give_their_learning_rate_sequences() -> None:
     assert _lrs("multistep", milestones=[2, 5], gamma=0.1)[:6] == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.01])
     assert _lrs("exponential", gamma=0.5)[:3] == [1, 0.5, 0.25]
     cos = _lrs("cosine")
-    assert cos[0] == 1 and all(a > b for a, b in zip(cos, cos[1:]))
+    assert cos[0] == 1 and all(a > b for a, b in itertools.pairwise(cos))
     restarts = _lrs("cosine_restarts", restart_epochs=3)
     assert restarts[3] == 1.0 and restarts[2] < restarts[3]  # the warm restart jumps back up
     one = _lrs("onecycle")
@@ -145,7 +146,7 @@ def test_loss_options_and_refusals() -> None:
     assert float(smoothed) != pytest.approx(float(ce))
     with pytest.raises(ConfigError, match="label_smoothing does not apply to loss 'nll'"):
         tiny_config("task.loss=nll", "regularization.label_smoothing=0.1")
-    with pytest.raises(ConfigError, match="no option task.loss_args.gama.*did you mean 'gamma'"):
+    with pytest.raises(ConfigError, match=r"no option task.loss_args.gama.*did you mean 'gamma'"):
         tiny_config("task.loss=focal", "task.loss_args={gama: 1}")
     with pytest.raises(ConfigError, match="unknown loss 'focall'"):
         tiny_config("task.loss=focall")
@@ -159,7 +160,7 @@ def test_a_loss_that_does_not_fit_the_task_is_refused(monkeypatch: pytest.Monkey
 
     monkeypatch.setitem(TASKS._items, "regression_test", Regression)
     tiny_config("task.name=regression_test", "task.loss=mse")
-    with pytest.raises(ConfigError, match="loss 'cross_entropy' does not fit task 'regression_test'.*fit: bce"):
+    with pytest.raises(ConfigError, match=r"loss 'cross_entropy' does not fit task 'regression_test'.*fit: bce"):
         tiny_config("task.name=regression_test", "task.loss=cross_entropy")
 
 
@@ -243,7 +244,7 @@ def test_augmentation_errors_name_what_is_allowed() -> None:
         Augmenter([("hflip", {})], (1, 40))
     with pytest.raises(ConfigError, match="'roll' applies to sequences"):
         Augmenter([("roll", {})], (1, 8, 8))
-    with pytest.raises(ConfigError, match="does not take 'std_dev'.*did you mean 'std'"):
+    with pytest.raises(ConfigError, match=r"does not take 'std_dev'.*did you mean 'std'"):
         tiny_config("data.augment=[{name: gaussian_noise, std_dev: 0.1}]")
     with pytest.raises(ConfigError, match="unknown augmentation 'flip'"):
         tiny_config("data.augment=[{name: flip}]")
@@ -257,7 +258,7 @@ def test_folds_partition_the_data_and_bootstrap_resamples() -> None:
     assert not set(train.tolist()) & set(val.tolist()) and len(train) + len(val) == 10
     b = bootstrap_indices(1000, seed=1)
     assert len(b) == 1000 and 550 < len(set(b.tolist())) < 720  # about 63% distinct
-    with pytest.raises(ConfigError, match="data.fold needs data.folds"):
+    with pytest.raises(ConfigError, match=r"data.fold needs data.folds"):
         tiny_config("data.fold=1")
     with pytest.raises(ConfigError, match=r"must be in 0\.\.2"):
         tiny_config("data.folds=3", "data.fold=3")
