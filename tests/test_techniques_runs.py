@@ -23,6 +23,8 @@ from .conftest import TINY, tiny_config
 DEMOS = Path(__file__).resolve().parent.parent / "configs" / "demos"
 TINY_MLP = [o for o in TINY if not o.startswith("model.")] + ["model.name=mlp"]
 QUIET = ["tracking.plots=false", "tracking.log_checkpoint=false"]
+# Runs whose MLflow record is not under test skip tracking: creating each temporary store costs seconds.
+UNTRACKED = ["tracking.enabled=false"]
 
 
 class Probe(Callback):
@@ -73,7 +75,10 @@ def test_gradient_clipping_by_value_and_norm_limits_the_updates(store: str) -> N
 
 def test_augmentation_touches_training_batches_only(store: str) -> None:
     cfg = tiny_config(
-        *QUIET, "trainer.max_epochs=1", "trainer.test_checkpoint=last", "data.augment=[{name: gaussian_noise, std: 30}]"
+        *UNTRACKED,
+        "trainer.max_epochs=1",
+        "trainer.test_checkpoint=last",
+        "data.augment=[{name: gaussian_noise, std: 30}]",
     )
     seen: list[float] = []
 
@@ -99,7 +104,7 @@ def test_augmentation_touches_training_batches_only(store: str) -> None:
 def test_early_stopping_stops_early(store: str) -> None:
     res = train(
         tiny_config(
-            *QUIET,
+            *UNTRACKED,
             "trainer.max_epochs=8",
             "regularization.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}",
         )
@@ -110,7 +115,12 @@ def test_early_stopping_stops_early(store: str) -> None:
 def test_swa_averages_the_weights_that_are_tested(store: str) -> None:
     probe = Probe()
     res = train(
-        tiny_config(*QUIET, "trainer.max_epochs=3", "regularization.swa={epoch_start: 1, annealing_epochs: 1}"),
+        tiny_config(
+            *UNTRACKED,
+            "trainer.max_epochs=3",
+            "model.norm=batch",
+            "regularization.swa={epoch_start: 1, annealing_epochs: 1}",
+        ),
         callbacks=[probe],
     )
     swa = next(c for c in probe.callbacks if isinstance(c, StochasticWeightAveraging))
@@ -123,7 +133,7 @@ def test_swa_averages_the_weights_that_are_tested(store: str) -> None:
 
 def test_ema_keeps_a_moving_average(store: str) -> None:
     probe = Probe()
-    res = train(tiny_config(*QUIET, "trainer.max_epochs=2", "regularization.ema={decay: 0.9}"), callbacks=[probe])
+    res = train(tiny_config(*UNTRACKED, "trainer.max_epochs=2", "regularization.ema={decay: 0.9}"), callbacks=[probe])
     ema = next(c for c in probe.callbacks if isinstance(c, EMAWeightAveraging))
     assert ema._average_model is not None and int(ema._average_model.n_averaged) >= 6
     assert res.status == "FINISHED"
@@ -202,7 +212,7 @@ def test_divergence_stops_with_failed_status_and_reason(store: str) -> None:
 def test_lbfgs_and_plateau_warmup_train(store: str) -> None:
     res = train(
         tiny_config(
-            *QUIET,
+            *UNTRACKED,
             "trainer.max_epochs=3",
             "optim.name=lbfgs",
             "optim.lr=0.1",
@@ -260,7 +270,7 @@ def test_demo_config_runs(store: str, path: Path) -> None:
             "trainer.progress_bar=false",
             "data.train_samples=200",
             "data.args.val_samples=100",
-            *QUIET,
+            *UNTRACKED,
         ],
     )
     try:

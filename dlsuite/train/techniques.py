@@ -33,8 +33,6 @@ def check_techniques(cfg: RunConfig) -> None:
         check_snapshot(cfg)
         if r.swa is not None:
             raise ConfigError("a snapshot ensemble needs the cyclic schedule that regularization.swa replaces")
-    if (r.mixup_alpha or r.cutmix_alpha) and cfg.task.loss in ("hinge",):
-        raise ConfigError("mixup / cutmix mix the targets; loss 'hinge' has no soft targets, use cross_entropy")
 
 
 def technique_callbacks(cfg: RunConfig) -> list[Callback]:
