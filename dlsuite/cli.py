@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"dlsuite: run FAILED: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
     if is_rank_zero():
-        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("test_", "best_", "cv_", "ensemble_"))}
+        keys = ("test_", "best_", "cv_", "ensemble_")
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(keys)}
         print(f"run {result.run_id or '(untracked)'} {result.status}: {shown}")
         if result.run_id:
             print("compare runs in the MLflow UI: dlsuite ui")
