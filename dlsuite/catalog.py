@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import dlsuite.data
+import dlsuite.data.augment
 import dlsuite.hpo.samplers
 import dlsuite.models
 import dlsuite.models.layers
@@ -41,3 +42,6 @@ def check_names(cfg: RunConfig) -> None:
     from dlsuite.transfer import check_transfer_config
 
     check_transfer_config(cfg)
+    from dlsuite.train.techniques import check_techniques
+
+    check_techniques(cfg)

@@ -54,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"dlsuite: run FAILED: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
     if is_rank_zero():
-        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("test_", "best_"))}
+        keys = ("test_", "best_", "cv_", "ensemble_")
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(keys)}
         print(f"run {result.run_id or '(untracked)'} {result.status}: {shown}")
         if result.run_id:
             print("compare runs in the MLflow UI: dlsuite ui")
@@ -140,7 +141,10 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_ui)
 
 
+from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
+SUBCOMMANDS += [add_tune_lr, add_tune_batch_size]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(BaseModel):
+    """One augmentation: a registered ``name`` and its parameters (``dlsuite list augmentations``)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str
+    """Registered augmentation name."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The augmentation's own parameters."""
+        return dict(self.model_extra or {})
+
+
 class DataConfig(Section):
     """Which dataset, how it is split, normalised, augmented and batched."""
 
@@ -58,6 +72,16 @@ class DataConfig(Section):
     train_per_class: int | None = Field(None, ge=1)
     """Keep this many training examples of each class (few-label regime, seeded by ``split_seed``);
     ``null`` = all. Applied after ``train_samples``."""
+    augment: list[AugmentConfig] = Field(default_factory=list)
+    """Augmentations of training batches, applied in order on the device, e.g. ``[{name: hflip, p: 0.5}]``
+    (``dlsuite list augmentations``). Validation and test data are never augmented."""
+    folds: int | None = Field(None, ge=2)
+    """k-fold cross-validation: the training and validation splits are pooled and cut into ``folds`` parts.
+    With ``fold`` unset, a run trains every fold as a child of one parent run (mean and std recorded)."""
+    fold: int | None = Field(None, ge=0)
+    """Which fold (0-based) is the validation part; set by cross-validation for each child run."""
+    bootstrap_seed: int | None = None
+    """Train on a bootstrap sample (same size, drawn with replacement, this seed) of the training split."""
 
 
 class ModelConfig(BaseModel):
@@ -89,6 +113,8 @@ class TaskConfig(Section):
     """``reconstruction`` task: loss between reconstruction and input (``bce`` needs ``data.normalize: unit``)."""
     kl_weight: float = Field(1.0, ge=0.0)
     """``reconstruction`` task with a variational autoencoder: weight of the KL term (beta-VAE)."""
+    loss_args: dict[str, Any] = Field(default_factory=dict)
+    """Options of the loss (``focal``: gamma; ``huber``: delta; ``hinge``: margin, p)."""
 
 
 class ScheduleConfig(Section):
@@ -164,6 +190,38 @@ class EarlyStoppingConfig(Section):
     """Smallest change that counts as an improvement."""
 
 
+class SWAConfig(Section):
+    """Stochastic weight averaging: average the weights visited from ``epoch_start`` on."""
+
+    lr: float | None = Field(None, gt=0.0)
+    """SWA learning rate (``null``: keep the optimiser's)."""
+    epoch_start: float = Field(0.8, gt=0.0)
+    """First epoch averaged: an int, or a fraction of ``trainer.max_epochs`` when below 1."""
+    annealing_epochs: int = Field(2, ge=0)
+    """Epochs to anneal the learning rate to the SWA learning rate."""
+    annealing_strategy: Literal["cos", "linear"] = "cos"
+    """Shape of that annealing."""
+
+
+class EMAConfig(Section):
+    """Exponential moving average of the weights, updated every step."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0)
+    """Weight of the old average at each update (higher = longer memory)."""
+    start_step: int = Field(0, ge=0)
+    """First optimiser step averaged."""
+
+
+class EnsembleConfig(Section):
+    """Several models whose softmax outputs are averaged on the test split."""
+
+    method: Literal["bagging", "snapshot"] = "bagging"
+    """``bagging``: ``members`` runs on bootstrap samples, each a child run; ``snapshot``: the weights at the
+    end of the last ``members`` cycles of a ``cosine_restarts`` schedule, in one run."""
+    members: int = Field(5, ge=2)
+    """Number of ensemble members."""
+
+
 class RegularizationConfig(Section):
     """Overfitting remedies applied through the loss, the data or callbacks."""
 
@@ -171,6 +229,24 @@ class RegularizationConfig(Section):
     """Label smoothing of the cross-entropy loss."""
     early_stopping: EarlyStoppingConfig | None = None
     """Early stopping; ``null`` (default) trains for ``trainer.max_epochs``."""
+    l1: float = Field(0.0, ge=0.0)
+    """L1 penalty ``l1 * sum|w|`` on weights (>= 2-D tensors) added to the loss: drives weights to zero."""
+    l2: float = Field(0.0, ge=0.0)
+    """L2 penalty ``l2 * sum w^2`` on weights added to the loss (coupled, unlike ``optim.weight_decay``
+    with ``adamw``); ``l1`` and ``l2`` together are the elastic net."""
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    """Mixup: blend pairs of training examples and their targets with weight ~ Beta(alpha, alpha); 0 = off."""
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    """CutMix: paste a patch (an interval for sequences) from another example, targets weighted by area; 0 = off.
+    With mixup on too, each batch uses one of the two at random."""
+    mix_prob: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability that a training batch is mixed (mixup / cutmix)."""
+    swa: SWAConfig | None = None
+    """Stochastic weight averaging (Lightning's StochasticWeightAveraging); the averaged weights are tested."""
+    ema: EMAConfig | None = None
+    """Exponential moving average of the weights (Lightning's EMAWeightAveraging), used for validation and test."""
+    ensemble: EnsembleConfig | None = None
+    """Ensembles: ``bagging`` (members on bootstrap samples) or ``snapshot`` (one per cosine-restart cycle)."""
 
 
 class TrainerConfig(Section):
@@ -211,6 +287,17 @@ class TrainerConfig(Section):
         return v
 
 
+class DiagnosticsConfig(Section):
+    """Cheap per-epoch diagnostics: per-layer gradient norms, dead ReLUs, saturation, weight norms, sparsity."""
+
+    enabled: bool = True
+    """Compute and log the diagnostics."""
+    every_n_steps: int = Field(25, ge=1)
+    """Sample gradients and activations every N training steps (and on each epoch's first step)."""
+    sparsity_threshold: float = Field(1e-3, ge=0.0)
+    """A weight counts as zero (sparsity) when its magnitude is below this."""
+
+
 class TrackingConfig(Section):
     """Where and how the run is recorded in MLflow."""
 
@@ -228,6 +315,8 @@ class TrackingConfig(Section):
     """Log the best checkpoint as an artifact."""
     plots: bool = True
     """Log the learning-curve and confusion-matrix PNGs."""
+    diagnostics: DiagnosticsConfig = Field(default_factory=lambda: DiagnosticsConfig())
+    """Gradient-flow, activation and weight diagnostics logged per epoch, with PNG summaries."""
 
 
 class RunConfig(Section):

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlsuite.config import DataConfig
+from dlsuite.data.resample import resample
 from dlsuite.errors import ConfigError, did_you_mean
 
 
@@ -205,6 +206,7 @@ class InMemoryDataModule(L.LightningDataModule):
             "val": (x_val, y_val) if x_val is not None and y_val is not None else (x[val], y[val]),
             "test": (x_test, y_test),
         }
+        splits = resample(splits, self.cfg)  # k-fold / bootstrap, before the normalisation statistics
         self.splits = {k: (self._normalize(v[0], splits["train"][0], a.scale), v[1]) for k, v in splits.items()}
 
     def _normalize(self, x: torch.Tensor, train_x: torch.Tensor, scale: float | None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from dlsuite.config import RunConfig
 from dlsuite.train.losses import create_loss
 from dlsuite.train.optim import create_optimizer, create_scheduler
+from dlsuite.train.regularizers import TrainObjective
 
 
 class ClassificationTask(L.LightningModule):
@@ -40,6 +41,7 @@ class ClassificationTask(L.LightningModule):
         self.cfg = cfg
         self.num_classes = num_classes
         self.loss_fn = create_loss(cfg)
+        self.objective = TrainObjective(cfg, input_shape)  # augmentation, mixup / cutmix, L1 / L2 penalties
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -77,12 +79,11 @@ class ClassificationTask(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Forward, loss averaged over the minibatch, device-side statistics."""
+        """Forward, loss averaged over the minibatch (plus penalties), device-side statistics."""
         x, y = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
+        logits, loss, total = self.objective(self, self.loss_fn, x, y)
         self._add("train", loss, logits, y)
-        return loss
+        return total
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Loss and metrics on the validation split."""

@@ -143,17 +143,45 @@ def _plateau(opt: torch.optim.Optimizer, c: ScheduleConfig, epochs: int, steps: 
     return sched.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch"
 
 
+class WarmupPlateau(sched.ReduceLROnPlateau):
+    """Reduce-on-plateau after a linear warmup over ``warmup_epochs`` (``SequentialLR`` cannot chain plateau,
+    whose ``step`` takes the monitored metric; Lightning passes it to any ``ReduceLROnPlateau``)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, c: ScheduleConfig) -> None:
+        super().__init__(opt, mode="min", factor=c.gamma, patience=c.patience)
+        self.warmup_epochs, self.warmup_start = c.warmup_epochs, c.warmup_start
+        self.base_lrs = [g["lr"] for g in opt.param_groups]
+        self.warmup_done = 0
+        self._set(0)
+
+    def _set(self, epoch: int) -> None:
+        frac = self.warmup_start + (1 - self.warmup_start) * min(epoch / self.warmup_epochs, 1.0)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * frac
+
+    def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Warm up for the first epochs, then reduce on plateau of ``metrics``."""
+        if self.warmup_done < self.warmup_epochs:
+            self.warmup_done += 1
+            self._set(self.warmup_done)
+            self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+            return
+        super().step(metrics)
+
+
 def create_scheduler(
     opt: torch.optim.Optimizer, c: ScheduleConfig, max_epochs: int, steps_per_epoch: int
 ) -> dict[str, Any]:
     """A Lightning ``lr_scheduler`` dict for the configured schedule, with optional linear warmup."""
     main, interval = SCHEDULERS.get(c.name, what="schedule")(opt, c, max_epochs, steps_per_epoch)
-    if c.warmup_epochs and c.name in ("onecycle", "plateau"):
+    if c.warmup_epochs and c.name == "onecycle":
         raise ConfigError(
-            f"optim.schedule.warmup_epochs does not combine with {c.name!r} "
-            "(onecycle warms up by itself; plateau cannot be chained)"
+            "optim.schedule.warmup_epochs does not combine with 'onecycle', which warms up by itself "
+            "(its first 30% of steps)"
         )
-    if c.warmup_epochs:
+    if c.warmup_epochs and c.name == "plateau":
+        main = WarmupPlateau(opt, c)
+    elif c.warmup_epochs:
         warm = sched.LinearLR(opt, start_factor=c.warmup_start, total_iters=c.warmup_epochs)
         main = sched.SequentialLR(opt, [warm, main], milestones=[c.warmup_epochs])
     out: dict[str, Any] = {"scheduler": main, "interval": interval}

@@ -30,6 +30,7 @@ from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
+from dlsuite.train.techniques import technique_callbacks
 
 
 class TrainingDiverged(DlsuiteError):
@@ -54,7 +55,11 @@ def is_rank_zero() -> bool:
 
 
 class _DivergenceCheck(Callback):
-    # Checked once per epoch from the already-synced epoch record, so the step pays nothing.
+    # Checked once per epoch from the already-synced epoch record, so the step pays nothing. Callbacks'
+    # epoch-end hooks run before the task appends its record, so the last epoch is checked at train end.
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_end(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         history = getattr(pl_module, "history", None)
         if history and not math.isfinite(history[-1].get("train_loss", 0.0)):
@@ -108,7 +113,7 @@ def _trainer(
         monitor=t.checkpoint_monitor if has_val else None,
         mode=t.checkpoint_mode,
     )
-    cbs: list[Callback] = [ckpt, _DivergenceCheck(), *callbacks]
+    cbs: list[Callback] = [ckpt, _DivergenceCheck(), *technique_callbacks(cfg), *callbacks]
     es = cfg.regularization.early_stopping
     if es is not None:
         cbs.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
@@ -186,6 +191,10 @@ def train(
     Raises:
         DlsuiteError: bad data or settings, before any run is created; TrainingDiverged on NaN loss.
     """
+    from dlsuite.train import protocols
+
+    if protocols.protocol_of(cfg) is not None:  # k-fold or bagging: a parent run with one child per member
+        return protocols.run_protocol(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)  # type: ignore[no-any-return]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = create_datamodule(cfg.data, cfg.seed)
     dm.prepare()  # a missing dataset fails here, before anything is written
@@ -216,7 +225,8 @@ def train(
                 trainer.fit(task, datamodule=dm)
                 fit_s = time.perf_counter() - start
                 best = ckpt.best_model_path if has_val else ""
-                use_best = best and cfg.trainer.test_checkpoint == "best"
+                # SWA's averaged weights exist only at the end (checkpoints hold the raw ones): test those.
+                use_best = best and cfg.trainer.test_checkpoint == "best" and cfg.regularization.swa is None
                 trainer.test(task, datamodule=dm, ckpt_path=best if use_best else None, verbose=False)
             except SystemExit:
                 # Lightning turns Ctrl-C / SIGTERM into a graceful shutdown and sys.exit(1).

@@ -1,0 +1,182 @@
+"""Protocols made of several runs: k-fold cross-validation and bagging ensembles.
+
+Both record one parent MLflow run (the config, the aggregate metrics) with one child run per fold or
+member. Each child's config says exactly what it trained on (``data.fold``, ``data.bootstrap_seed``), so
+any child can be reproduced on its own. :func:`dlsuite.train.run.train` hands a config that asks for a
+protocol to :func:`run_protocol`, so callers (the CLI, studies) need not know about protocols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dlsuite.config import RunConfig, build_config
+from dlsuite.tracking.runs import TrackedRun
+
+# Metrics of the children that are summarised (mean and std) in the parent of a cross-validation.
+CV_KEYS = ("best_val_acc", "final_val_acc", "final_val_loss", "final_gap_acc", "test_acc", "test_loss", "best_epoch")
+
+
+def protocol_of(cfg: RunConfig) -> str | None:
+    """``"kfold"``, ``"bagging"`` or None (a single run)."""
+    if cfg.data.folds is not None and cfg.data.fold is None:
+        return "kfold"
+    ens = cfg.regularization.ensemble
+    if ens is not None and ens.method == "bagging":
+        return "bagging"
+    return None
+
+
+def _child(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """A copy of ``cfg`` with dotted-key ``changes``, validated again."""
+    from dlsuite.config import set_dotted
+
+    data = cfg.to_dict()
+    for key, value in changes.items():
+        set_dotted(data, key, value)
+    return build_config(data, "(protocol member)")
+
+
+def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str, str] | None) -> TrackedRun | None:
+    from dlsuite.train.run import is_rank_zero, run_tags
+
+    if not (cfg.tracking.enabled and is_rank_zero()):
+        return None
+    name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}-{kind}"
+    all_tags = {**run_tags(cfg), **(tags or {}), "dlsuite.protocol": kind}
+    return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id)
+
+
+def _log_parent(tracked: TrackedRun, cfg: RunConfig, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric, Param
+
+    from dlsuite.tracking.env import environment
+
+    params = {**cfg.flat(), **environment()}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        tracked.client.log_batch(tracked.run_id, params=items[i : i + 100])
+    tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
+    ts = int(time.time() * 1000)
+    finite = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if math.isfinite(v)]
+    for i in range(0, len(finite), 500):
+        tracked.client.log_batch(tracked.run_id, metrics=finite[i : i + 500])
+
+
+def _run_children(
+    cfg: RunConfig,
+    kind: str,
+    members: list[tuple[RunConfig, dict[str, str]]],
+    summarize: Callable[[list[Any]], dict[str, float]],
+    parent_run_id: str | None,
+    tags: dict[str, str] | None,
+    callbacks: list[Any] | None,
+) -> Any:
+    from dlsuite.train.run import RunResult, train
+
+    parent = _parent(cfg, kind, parent_run_id, tags)
+    with parent if parent is not None else contextlib.nullcontext():
+        pid = parent.run_id if parent is not None else None
+        results = [
+            train(child, parent_run_id=pid, tags={**(tags or {}), **child_tags}, callbacks=callbacks)
+            for child, child_tags in members
+        ]
+        metrics = summarize(results)
+        if parent is not None:
+            _log_parent(parent, cfg, metrics)
+    status = parent.status if parent is not None else "FINISHED"
+    return RunResult(pid, status, metrics, [], None)
+
+
+def cross_validate(
+    cfg: RunConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """Train every fold of ``cfg.data.folds`` as a child run; the parent records mean and std per metric."""
+    assert cfg.data.folds is not None
+    k = cfg.data.folds
+    members = [
+        (
+            _child(cfg, {"data.fold": i, "tracking.run_name": f"{cfg.name or cfg.model.name}-fold{i}"}),
+            {"dlsuite.fold": str(i)},
+        )
+        for i in range(k)
+    ]
+
+    def summarize(results: list[Any]) -> dict[str, float]:
+        out: dict[str, float] = {"cv_folds": float(k)}
+        for key in CV_KEYS:
+            vals = [r.metrics[key] for r in results if key in r.metrics]
+            if len(vals) == len(results):
+                out[f"cv_{key}_mean"] = float(np.mean(vals))
+                out[f"cv_{key}_std"] = float(np.std(vals, ddof=1))
+                for i, v in enumerate(vals):
+                    out[f"fold{i}_{key}"] = float(v)
+        return out
+
+    return _run_children(cfg, "kfold", members, summarize, parent_run_id, tags, callbacks)
+
+
+def bagging(
+    cfg: RunConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """Train ``members`` models on bootstrap samples (each its own seed), then test their averaged softmax."""
+    from dlsuite.data import create_datamodule
+    from dlsuite.train.ensembles import ensemble_metrics, predict_probs
+
+    ens = cfg.regularization.ensemble
+    assert ens is not None
+    members = []
+    for i in range(ens.members):
+        changes = {
+            "regularization.ensemble": None,
+            "seed": cfg.seed + i,
+            "data.bootstrap_seed": 1000 * cfg.seed + i,
+            "tracking.run_name": f"{cfg.name or cfg.model.name}-member{i}",
+        }
+        members.append((_child(cfg, changes), {"dlsuite.member": str(i)}))
+
+    def summarize(results: list[Any]) -> dict[str, float]:
+        probs, y = [], None
+        for (child, _), r in zip(members, results):
+            # Each member normalises with the statistics of its own bootstrap sample: test it on its own view
+            # of the (shared) test split.
+            dm = create_datamodule(child.data, child.seed)
+            dm.prepare()
+            x_test, y = dm.splits["test"]
+            model = r.task.model.cpu()
+            p, y = predict_probs(model, [(x_test[j : j + 1000], y[j : j + 1000]) for j in range(0, len(y), 1000)])
+            probs.append(p)
+        assert y is not None
+        out = ensemble_metrics(probs, y)
+        accs = [r.metrics.get("test_acc", math.nan) for r in results]
+        out["member_test_acc_std"] = float(np.std(accs, ddof=1))
+        return out
+
+    return _run_children(cfg, "bagging", members, summarize, parent_run_id, tags, callbacks)
+
+
+def run_protocol(
+    cfg: RunConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """Run the protocol ``cfg`` asks for (see :func:`protocol_of`)."""
+    kind = protocol_of(cfg)
+    fn = cross_validate if kind == "kfold" else bagging
+    return fn(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)

@@ -1,0 +1,61 @@
+"""The Lightning callbacks a run config switches on, and the checks across config sections.
+
+SWA and EMA come from Lightning (``StochasticWeightAveraging``, ``EMAWeightAveraging``); the snapshot
+ensemble and the diagnostics are dlsuite's own callbacks.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, StochasticWeightAveraging
+
+from dlsuite.config import RunConfig
+from dlsuite.errors import ConfigError
+
+
+def check_techniques(cfg: RunConfig) -> None:
+    """Refuse combinations that cannot work, with a message naming what would."""
+    from dlsuite.data.augment import check_augmentation
+    from dlsuite.train.ensembles import check_snapshot
+    from dlsuite.train.losses import check_loss
+
+    check_loss(cfg)
+    for aug in cfg.data.augment:
+        check_augmentation(aug.name, aug.params)
+    d, r = cfg.data, cfg.regularization
+    if d.fold is not None:
+        if d.folds is None:
+            raise ConfigError("data.fold needs data.folds (the number of folds)")
+        if d.fold >= d.folds:
+            raise ConfigError(f"data.fold={d.fold} must be in 0..{d.folds - 1}")
+    if r.swa is not None and r.ema is not None:
+        raise ConfigError("regularization.swa and regularization.ema both replace the weights: choose one")
+    if r.ensemble is not None and r.ensemble.method == "snapshot":
+        check_snapshot(cfg)
+        if r.swa is not None:
+            raise ConfigError("a snapshot ensemble needs the cyclic schedule that regularization.swa replaces")
+
+
+def technique_callbacks(cfg: RunConfig) -> list[Callback]:
+    """Callbacks for SWA, EMA, snapshot ensembles and diagnostics, as ``cfg`` asks."""
+    from dlsuite.train.diagnostics import Diagnostics
+    from dlsuite.train.ensembles import SnapshotEnsemble
+
+    r = cfg.regularization
+    out: list[Callback] = []
+    if r.swa is not None:
+        start: int | float = r.swa.epoch_start if r.swa.epoch_start < 1 else int(r.swa.epoch_start)
+        out.append(
+            StochasticWeightAveraging(
+                swa_lrs=r.swa.lr or cfg.optim.lr,
+                swa_epoch_start=start,
+                annealing_epochs=r.swa.annealing_epochs,
+                annealing_strategy=r.swa.annealing_strategy,
+            )
+        )
+    if r.ema is not None:
+        out.append(EMAWeightAveraging(decay=r.ema.decay, update_starting_at_step=r.ema.start_step))
+    if r.ensemble is not None and r.ensemble.method == "snapshot":
+        out.append(SnapshotEnsemble(cfg))
+    if cfg.tracking.diagnostics.enabled:
+        out.append(Diagnostics(cfg.tracking.diagnostics, plots=cfg.tracking.plots))
+    return out
