@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.errors import DlsuiteError
 
 EXIT_USAGE = 2
@@ -139,7 +140,7 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_ui)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui]  # type: ignore[type-arg]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_compare, add_doctor]  # type: ignore[type-arg]
 
 
 def build_parser() -> argparse.ArgumentParser:
