@@ -156,7 +156,9 @@ def diagnose(
         )
     best = int(s.get("best_epoch", n - 1))
     if over and best < n - 1:
-        notes.append(f"best validation accuracy {s['best_val_acc']:.3f} at epoch {best} of {n} (0-based)")
+        notes.append(
+            f"best validation accuracy {s['best_val_acc']:.3f} at epoch {best} (counted from 0) of {n} trained"
+        )
     if train_acc < TRAIN_ACC_UNDERFIT and gap < GAP_OVERFIT:
         under.append(
             f"train accuracy only {train_acc:.3f} (< {TRAIN_ACC_UNDERFIT}) with a gap of {gap:.3f}: "
