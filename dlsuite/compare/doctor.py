@@ -18,9 +18,12 @@ Signals, and the thresholds used (deliberately simple, stated in the output):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +326,19 @@ def _available_train(cfg: RunConfig) -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def diagnose_run(run_id: str, uri: str | None = None) -> Diagnosis:
     """Read a finished run from MLflow (config, per-epoch metrics, gradient diagnostics) and diagnose it."""
     from mlflow.exceptions import MlflowException
@@ -338,7 +354,9 @@ def diagnose_run(run_id: str, uri: str | None = None) -> Diagnosis:
         raise DlsuiteError(f"run {run_id} is {run.info.status}; the doctor reads finished runs")
     with tempfile.TemporaryDirectory(prefix="dlsuite-doctor-") as tmp:
         try:
-            path = client.download_artifacts(run_id, "config.yaml", tmp)
+            # no progress bar for one small file
+            with _env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"):
+                path = client.download_artifacts(run_id, "config.yaml", tmp)
         except (MlflowException, OSError):
             raise DlsuiteError(f"run {run_id} has no config.yaml artifact: not a dlsuite run") from None
         data = yamlio.load(path)

@@ -409,6 +409,14 @@ def _curve_stats(
     return epochs, mean, lo, hi
 
 
+def _colours(n: int) -> list[Any]:
+    """Distinct colours: tab10 up to 10 variants (tab20's neighbours are pairs of near-equal shades)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
 def plot_learning_curves(cmp: Comparison, path: Path) -> Path:
     """Train (solid) and validation (dashed) accuracy and loss per epoch, mean with a CI band over seeds,
     one colour per variant."""
@@ -418,15 +426,17 @@ def plot_learning_curves(cmp: Comparison, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    colours = plt.get_cmap("tab20")
+    colours = _colours(len(cmp.rows))
     for i, r in enumerate(cmp.rows):
-        colour = colours(i % 20)
+        colour = colours[i]
         for ax, key in zip(axes, ("acc", "loss")):
             for split, style in (("train", "-"), ("val", "--")):
                 epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, f"{split}_{key}", cmp.confidence)
                 if not epochs:
                     continue
                 label = r.variant if split == "train" else None
+                if key == "loss":  # a log axis: keep the band's lower edge positive
+                    lo = [max(low, m / 10) for low, m in zip(lo, mean)]
                 ax.plot(epochs, mean, style, color=colour, lw=1.4, label=label)
                 ax.fill_between(epochs, lo, hi, color=colour, alpha=0.15, lw=0)
     for ax, key in zip(axes, ("accuracy", "loss")):
@@ -461,12 +471,12 @@ def plot_gaps(cmp: Comparison, path: Path) -> Path:
     bar.axvline(0, color="black", lw=0.8)
     bar.set_xlabel("final gap: train acc - validation acc")
     bar.set_title(f"final gap per variant ({cmp.confidence:.0%} CI; baseline grey)")
-    cmap = plt.get_cmap("tab20")
+    cmap = _colours(len(cmp.rows))
     for i, r in enumerate(cmp.rows):
         epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, "gap_acc", cmp.confidence)
         if epochs:
-            curve.plot(epochs, mean, color=cmap(i % 20), lw=1.4, label=r.variant)
-            curve.fill_between(epochs, lo, hi, color=cmap(i % 20), alpha=0.15, lw=0)
+            curve.plot(epochs, mean, color=cmap[i], lw=1.4, label=r.variant)
+            curve.fill_between(epochs, lo, hi, color=cmap[i], alpha=0.15, lw=0)
     curve.set_xlabel("epoch")
     curve.set_ylabel("gap (train - validation accuracy)")
     curve.grid(alpha=0.3)
