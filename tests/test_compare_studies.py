@@ -62,7 +62,6 @@ def test_a_bad_variant_is_refused() -> None:
         check_shape({**study, "variant": {}}, "x")
 
 
-@pytest.mark.slow  # ~25 one-epoch runs
 def test_every_variant_trains_one_short_epoch(store: str) -> None:
     for path in STUDIES:
         study = load(path)
