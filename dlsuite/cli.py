@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.cli_study import add_study
 from dlsuite.errors import DlsuiteError
 
@@ -144,7 +145,7 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
-SUBCOMMANDS += [add_tune_lr, add_tune_batch_size]
+SUBCOMMANDS += [add_tune_lr, add_tune_batch_size, add_compare, add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

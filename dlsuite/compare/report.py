@@ -1,0 +1,606 @@
+"""The comparison report of a compare study, built from the MLflow record alone.
+
+A compare study trains every variant with the same seeds, each (variant, seed) one child run of the
+study's parent run, tagged ``dlsuite.variant`` and ``dlsuite.seed``. This module reads those children
+back and turns them into the result the study exists for: per variant the mean and 95% confidence
+interval (over seeds) of the study metric, of the best validation accuracy, of the final
+train-validation gap and of the epoch of best validation; the difference to the baseline with a paired
+test over seeds (raw and Holm-adjusted p-values); a rank; learning curves and gap plots. The table is
+printed, written as text / CSV / Markdown / JSON, and attached with the plots to the parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlsuite.compare.stats import Paired, Summary, holm, paired_test, rank, summarize
+from dlsuite.errors import DlsuiteError
+
+VARIANT_TAGS = ("dlsuite.variant", "variant")
+SEED_TAGS = ("dlsuite.seed", "seed")
+TUNED_PREFIX = "dlsuite.tuned."
+CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "gap_acc")
+ARTIFACT_DIR = "comparison"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class ChildRun:
+    """One finished (or failed) trial of a compare study, as read from MLflow."""
+
+    run_id: str
+    variant: str
+    seed: int
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    """Per-epoch histories (``train_acc``...) as (epoch, value) pairs."""
+    tuned: dict[str, str] = field(default_factory=dict)
+    """Strengths a per-variant search settled on (``dlsuite.tuned.<key>`` params or tags)."""
+
+
+@dataclass
+class VariantRow:
+    """One line of the comparison table."""
+
+    variant: str
+    seeds: list[int]
+    failed: int
+    metric: Summary
+    best_val_acc: Summary
+    final_gap_acc: Summary
+    best_epoch: Summary
+    vs_baseline: Paired | None
+    """None for the baseline itself."""
+    gap_vs_baseline: Paired | None
+    """Paired difference of the final gap (negative: the variant narrows the gap)."""
+    p_holm: float = math.nan
+    rank: int = 0
+    tuned: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """A compare study's result: rows ranked best first, and the runs it was built from."""
+
+    metric: str
+    maximize: bool
+    baseline: str
+    rows: list[VariantRow]
+    children: list[ChildRun]
+    parent_run_id: str | None = None
+    study: str | None = None
+    confidence: float = 0.95
+
+    def row(self, variant: str) -> VariantRow:
+        """The row of ``variant``."""
+        for r in self.rows:
+            if r.variant == variant:
+                return r
+        raise KeyError(variant)
+
+
+# -- reading MLflow ------------------------------------------------------------------------------
+def _client(uri: str | None) -> Any:
+    from dlsuite.tracking import store
+
+    return store.client(uri)
+
+
+def resolve_parent(client: Any, ref: str) -> str:
+    """The parent run id of ``ref``: a run id, or the name of a study (its latest parent run)."""
+    if _RUN_ID.match(ref):
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # not a run here: maybe a study with a hex-looking name
+            return str(client.get_run(ref).info.run_id)
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    if exp_ids:
+        for key in ("optuna.study", "dlsuite.study"):
+            runs = client.search_runs(
+                exp_ids,
+                filter_string=f"tags.`{key}` = '{ref}' and tags.`dlsuite.study_parent` = 'true'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if runs:
+                return str(runs[0].info.run_id)
+    known: set[str] = set()
+    if exp_ids:
+        parents = client.search_runs(exp_ids, filter_string="tags.`dlsuite.study_parent` = 'true'", max_results=200)
+        known = {r.data.tags.get("optuna.study", "") for r in parents} - {""}
+    hint = f"; studies in this store: {', '.join(sorted(known))}" if known else "; this store has no study runs"
+    raise DlsuiteError(f"no run with id or study named {ref!r} in {client.tracking_uri}{hint}")
+
+
+def _tag(tags: dict[str, str], keys: Sequence[str]) -> str | None:
+    for k in keys:
+        if k in tags:
+            return tags[k]
+    return None
+
+
+def load_children(client: Any, parent_run_id: str, curves: Sequence[str] = CURVES) -> list[ChildRun]:
+    """Every child run of ``parent_run_id`` that carries a variant tag, with metrics and histories.
+
+    Histories are read only for finished runs (the only ones the statistics use).
+    """
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=50_000,
+    )
+    out = []
+    for run in runs:
+        tags = run.data.tags
+        variant = _tag(tags, VARIANT_TAGS)
+        if variant is None:
+            continue
+        seed_s = _tag(tags, SEED_TAGS) or run.data.params.get("seed")
+        try:
+            seed = int(str(seed_s))
+        except ValueError:
+            continue
+        tuned = {
+            k[len(TUNED_PREFIX) :]: v for k, v in {**run.data.params, **tags}.items() if k.startswith(TUNED_PREFIX)
+        }
+        child = ChildRun(run.info.run_id, variant, seed, run.info.status, dict(run.data.metrics), tuned=tuned)
+        if child.status == "FINISHED":
+            for key in curves:
+                hist = client.get_metric_history(run.info.run_id, key)
+                child.curves[key] = sorted((int(m.step), float(m.value)) for m in hist)
+        out.append(child)
+    return out
+
+
+def _study_facts(client: Any, parent_run_id: str) -> tuple[str | None, list[str], str | None, bool | None]:
+    """(study name, variant order, metric, maximize) from the parent run's tags and params, when recorded."""
+    run = client.get_run(parent_run_id)
+    params, tags = run.data.params, run.data.tags
+    order: list[str] = []
+    try:
+        space = json.loads(params.get("study.space", "{}"))
+        if isinstance(space, dict):
+            order = [str(k) for k in space]
+    except ValueError:
+        pass
+    metric, maximize = None, None
+    objective = params.get("study.objectives", "")
+    if objective and "," not in objective and ":" in objective:
+        metric, direction = objective.split(":", 1)
+        maximize = direction.strip() != "minimize"
+    return tags.get("optuna.study"), order, metric, maximize
+
+
+# -- the statistics -------------------------------------------------------------------------------
+def default_baseline(variants: Sequence[str]) -> str:
+    """``baseline`` or ``none`` when a variant is so named, else the first variant listed."""
+    for name in ("baseline", "none", "base"):
+        if name in variants:
+            return name
+    return variants[0]
+
+
+def build_comparison(
+    children: Sequence[ChildRun],
+    *,
+    metric: str = "test_acc",
+    maximize: bool = True,
+    baseline: str | None = None,
+    order: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> Comparison:
+    """Statistics of the finished children, one row per variant, ranked best first.
+
+    Args:
+        children: the study's trial runs (failed ones are counted, not used).
+        metric: the summary metric compared (the study's objective).
+        maximize: whether a larger ``metric`` is better.
+        baseline: the variant the others are tested against; default :func:`default_baseline`.
+        order: variant order as defined in the study (for the default baseline).
+        confidence: level of the intervals.
+    """
+    variants = list(dict.fromkeys([*(order or []), *sorted({c.variant for c in children})]))
+    variants = [v for v in variants if any(c.variant == v for c in children)]
+    if not variants:
+        raise DlsuiteError("no child runs tagged with a variant: is this the parent run of a compare study?")
+    base = baseline or default_baseline(variants)
+    if base not in variants:
+        raise DlsuiteError(f"baseline {base!r} is not a variant of this study; variants: {', '.join(variants)}")
+
+    def per_seed(variant: str, key: str) -> dict[int, float]:
+        return {
+            c.seed: float(c.metrics.get(key, math.nan))
+            for c in children
+            if c.variant == variant and c.status == "FINISHED"
+        }
+
+    rows = []
+    for v in variants:
+        done = per_seed(v, metric)
+        tuned: dict[str, set[str]] = {}
+        for c in children:
+            if c.variant == v and c.status == "FINISHED":
+                for k, val in c.tuned.items():
+                    tuned.setdefault(k, set()).add(val)
+        rows.append(
+            VariantRow(
+                variant=v,
+                seeds=sorted(done),
+                failed=sum(1 for c in children if c.variant == v and c.status != "FINISHED"),
+                metric=summarize(list(done.values()), confidence),
+                best_val_acc=summarize(list(per_seed(v, "best_val_acc").values()), confidence),
+                final_gap_acc=summarize(list(per_seed(v, "final_gap_acc").values()), confidence),
+                best_epoch=summarize(list(per_seed(v, "best_epoch").values()), confidence),
+                vs_baseline=None if v == base else paired_test(done, per_seed(base, metric), confidence),
+                gap_vs_baseline=None
+                if v == base
+                else paired_test(per_seed(v, "final_gap_acc"), per_seed(base, "final_gap_acc"), confidence),
+                tuned={k: "/".join(sorted(vals)) for k, vals in tuned.items()},
+            )
+        )
+    adjusted = holm({r.variant: r.vs_baseline.t_p for r in rows if r.vs_baseline is not None})
+    ranks = rank({r.variant: r.metric.mean for r in rows}, maximize)
+    for r in rows:
+        r.p_holm = adjusted.get(r.variant, math.nan)
+        r.rank = ranks[r.variant]
+    rows.sort(key=lambda r: (r.rank, variants.index(r.variant)))
+    return Comparison(metric, maximize, base, rows, list(children), confidence=confidence)
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def _pm(s: Summary, digits: int = 3) -> str:
+    if s.n == 0 or not math.isfinite(s.mean):
+        return "-"
+    if not math.isfinite(s.half_width):
+        return f"{s.mean:.{digits}f}"
+    return f"{s.mean:.{digits}f} ± {s.half_width:.{digits}f}"
+
+
+def _signed(s: Summary, digits: int = 3) -> str:
+    if s.n == 0 or not math.isfinite(s.mean):
+        return "-"
+    hw = f" ± {s.half_width:.{digits}f}" if math.isfinite(s.half_width) else ""
+    return f"{s.mean:+.{digits}f}{hw}"
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def table_rows(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table as display strings (``mean ± half-width of the CI``)."""
+    header = [
+        "rank",
+        "variant",
+        "seeds",
+        f"{cmp.metric}",
+        "best_val_acc",
+        "final_gap_acc",
+        "best_epoch",
+        f"Δ {cmp.metric} vs {cmp.baseline}",
+        "p (paired t)",
+        "p (Holm)",
+        "Δ gap",
+    ]
+    show_wilcoxon = any(r.vs_baseline is not None and math.isfinite(r.vs_baseline.wilcoxon_p) for r in cmp.rows)
+    if show_wilcoxon:
+        header.append("p (Wilcoxon)")
+    show_tuned = any(r.tuned for r in cmp.rows)
+    if show_tuned:
+        header.append("tuned")
+    body = []
+    for r in cmp.rows:
+        vs, gap = r.vs_baseline, r.gap_vs_baseline
+        line = [
+            str(r.rank),
+            r.variant + (" (baseline)" if r.variant == cmp.baseline else ""),
+            f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else ""),
+            _pm(r.metric),
+            _pm(r.best_val_acc),
+            _pm(r.final_gap_acc),
+            _pm(r.best_epoch, 1),
+            _signed(vs.diff) if vs else "-",
+            _p(vs.t_p) if vs else "-",
+            _p(r.p_holm) if vs else "-",
+            _signed(gap.diff) if gap else "-",
+        ]
+        if show_wilcoxon:
+            line.append(_p(vs.wilcoxon_p) if vs else "-")
+        if show_tuned:
+            line.append(", ".join(f"{k}={v}" for k, v in sorted(r.tuned.items())) or "-")
+        body.append(line)
+    return header, body
+
+
+def caption(cmp: Comparison) -> str:
+    """One line saying what the table shows."""
+    seeds = sorted({s for r in cmp.rows for s in r.seeds})
+    what = f"study {cmp.study!r}" if cmp.study else "comparison"
+    parent = f" (parent run {cmp.parent_run_id})" if cmp.parent_run_id else ""
+    return (
+        f"{what}{parent}: {cmp.metric} ({'higher' if cmp.maximize else 'lower'} is better), "
+        f"mean ± {cmp.confidence:.0%} CI (t) over seeds {seeds}; Δ and p: paired over seeds "
+        f"against {cmp.baseline!r}; Δ gap < 0 narrows the train-validation gap"
+    )
+
+
+def format_table(cmp: Comparison) -> str:
+    """The table as aligned plain text, with its caption."""
+    header, body = table_rows(cmp)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [caption(cmp), ""]
+    for row in [header, *body]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if row is header:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(cmp: Comparison) -> str:
+    """The table as GitHub Markdown, with its caption."""
+    header, body = table_rows(cmp)
+    lines = [caption(cmp), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def records(cmp: Comparison) -> list[dict[str, Any]]:
+    """One flat numeric record per variant (CSV / JSON), with interval bounds and p-values."""
+    out = []
+    for r in cmp.rows:
+        rec: dict[str, Any] = {"rank": r.rank, "variant": r.variant, "baseline": r.variant == cmp.baseline}
+        rec.update({"n": len(r.seeds), "failed": r.failed, "seeds": " ".join(map(str, r.seeds))})
+        for name, s in (
+            (cmp.metric, r.metric),
+            ("best_val_acc", r.best_val_acc),
+            ("final_gap_acc", r.final_gap_acc),
+            ("best_epoch", r.best_epoch),
+        ):
+            rec.update({f"{name}_mean": s.mean, f"{name}_std": s.std, f"{name}_lo": s.lo, f"{name}_hi": s.hi})
+        vs, gap = r.vs_baseline, r.gap_vs_baseline
+        rec.update(
+            {
+                "diff_mean": vs.diff.mean if vs else 0.0,
+                "diff_lo": vs.diff.lo if vs else math.nan,
+                "diff_hi": vs.diff.hi if vs else math.nan,
+                "p_ttest": vs.t_p if vs else math.nan,
+                "p_holm": r.p_holm,
+                "p_wilcoxon": vs.wilcoxon_p if vs else math.nan,
+                "gap_diff_mean": gap.diff.mean if gap else 0.0,
+                "gap_p_ttest": gap.t_p if gap else math.nan,
+                "tuned": ", ".join(f"{k}={v}" for k, v in sorted(r.tuned.items())),
+            }
+        )
+        out.append(rec)
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def _curve_stats(
+    children: Sequence[ChildRun], variant: str, key: str, confidence: float
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs, mean, and CI band of a per-epoch metric over the variant's seeds (epochs a seed lacks,
+    after early stopping, are averaged over the seeds that have them)."""
+    by_epoch: dict[int, list[float]] = {}
+    for c in children:
+        if c.variant == variant and c.status == "FINISHED":
+            for step, value in c.curves.get(key, []):
+                by_epoch.setdefault(step, []).append(value)
+    epochs = sorted(by_epoch)
+    sums = [summarize(by_epoch[e], confidence) for e in epochs]
+    mean = [s.mean for s in sums]
+    lo = [s.lo if math.isfinite(s.lo) else s.mean for s in sums]
+    hi = [s.hi if math.isfinite(s.hi) else s.mean for s in sums]
+    return epochs, mean, lo, hi
+
+
+def _colours(n: int) -> list[Any]:
+    """Distinct colours: tab10 up to 10 variants (tab20's neighbours are pairs of near-equal shades)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_learning_curves(cmp: Comparison, path: Path) -> Path:
+    """Train (solid) and validation (dashed) accuracy and loss per epoch, mean with a CI band over seeds,
+    one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    colours = _colours(len(cmp.rows))
+    for i, r in enumerate(cmp.rows):
+        colour = colours[i]
+        for ax, key in zip(axes, ("acc", "loss")):
+            for split, style in (("train", "-"), ("val", "--")):
+                epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, f"{split}_{key}", cmp.confidence)
+                if not epochs:
+                    continue
+                label = r.variant if split == "train" else None
+                if key == "loss":  # a log axis: keep the band's lower edge positive
+                    lo = [max(low, m / 10) for low, m in zip(lo, mean)]
+                ax.plot(epochs, mean, style, color=colour, lw=1.4, label=label)
+                ax.fill_between(epochs, lo, hi, color=colour, alpha=0.15, lw=0)
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8, ncol=2, title="train — / validation - -")
+    fig.suptitle(f"learning curves: mean and {cmp.confidence:.0%} CI band over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_gaps(cmp: Comparison, path: Path) -> Path:
+    """Final train-validation accuracy gap per variant (bars with CI), and the gap per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(cmp.rows, key=lambda r: r.final_gap_acc.mean if math.isfinite(r.final_gap_acc.mean) else math.inf)
+    fig, (bar, curve) = plt.subplots(1, 2, figsize=(13, max(4.0, 0.35 * len(rows) + 1.5)))
+    y = np.arange(len(rows))
+    means = [r.final_gap_acc.mean for r in rows]
+    err = [r.final_gap_acc.half_width if math.isfinite(r.final_gap_acc.half_width) else 0.0 for r in rows]
+    colours = ["tab:grey" if r.variant == cmp.baseline else "tab:blue" for r in rows]
+    bar.barh(y, means, xerr=err, color=colours, alpha=0.8, capsize=3)
+    bar.set_yticks(y, [r.variant for r in rows])
+    bar.invert_yaxis()
+    bar.axvline(0, color="black", lw=0.8)
+    bar.set_xlabel("final gap: train acc - validation acc")
+    bar.set_title(f"final gap per variant ({cmp.confidence:.0%} CI; baseline grey)")
+    cmap = _colours(len(cmp.rows))
+    for i, r in enumerate(cmp.rows):
+        epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, "gap_acc", cmp.confidence)
+        if epochs:
+            curve.plot(epochs, mean, color=cmap[i], lw=1.4, label=r.variant)
+            curve.fill_between(epochs, lo, hi, color=cmap[i], alpha=0.15, lw=0)
+    curve.set_xlabel("epoch")
+    curve.set_ylabel("gap (train - validation accuracy)")
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=8, ncol=2)
+    curve.set_title("gap per epoch (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_effects(cmp: Comparison, path: Path) -> Path:
+    """Each variant's paired difference to the baseline with its CI (a forest plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in cmp.rows if r.vs_baseline is not None]
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.35 * len(rows) + 1.5)))
+    y = np.arange(len(rows))
+    for i, r in enumerate(rows):
+        assert r.vs_baseline is not None
+        d = r.vs_baseline.diff
+        err = d.half_width if math.isfinite(d.half_width) else 0.0
+        good = (d.lo > 0) if cmp.maximize else (d.hi < 0)
+        bad = (d.hi < 0) if cmp.maximize else (d.lo > 0)
+        colour = "tab:green" if good else "tab:red" if bad else "tab:grey"
+        ax.errorbar(d.mean, i, xerr=err, fmt="o", color=colour, capsize=3)
+    ax.set_yticks(y, [r.variant for r in rows])
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"Δ {cmp.metric} vs {cmp.baseline} (paired over seeds, {cmp.confidence:.0%} CI)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- writing and logging -----------------------------------------------------------------------------
+def write_report(cmp: Comparison, folder: str | Path) -> list[Path]:
+    """Write ``comparison.{txt,md,csv,json}`` and the PNGs into ``folder``; return the paths."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    txt = out / "comparison.txt"
+    txt.write_text(format_table(cmp))
+    md = out / "comparison.md"
+    md.write_text(format_markdown(cmp))
+    recs = records(cmp)
+    csv_path = out / "comparison.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(recs[0]))
+        writer.writeheader()
+        writer.writerows(recs)
+    js = out / "comparison.json"
+    meta = {"metric": cmp.metric, "maximize": cmp.maximize, "baseline": cmp.baseline, "study": cmp.study}
+    runs = [{"run_id": c.run_id, "variant": c.variant, "seed": c.seed, "status": c.status} for c in cmp.children]
+    js.write_text(json.dumps({**meta, "parent_run_id": cmp.parent_run_id, "rows": recs, "runs": runs}, indent=1))
+    paths += [txt, md, csv_path, js]
+    paths.append(plot_learning_curves(cmp, out / "learning_curves.png"))
+    paths.append(plot_gaps(cmp, out / "gaps.png"))
+    if len(cmp.rows) > 1:
+        paths.append(plot_effects(cmp, out / "effects.png"))
+    return paths
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", text)
+
+
+def log_to_parent(client: Any, cmp: Comparison, paths: Sequence[Path]) -> None:
+    """Attach the files under ``comparison/`` of the parent run, and per-variant means as its metrics
+    (so that the MLflow UI's run table shows the comparison too)."""
+    from mlflow.entities import Metric
+
+    assert cmp.parent_run_id is not None
+    for p in paths:
+        client.log_artifact(cmp.parent_run_id, str(p), ARTIFACT_DIR)
+    metrics = []
+    for r in cmp.rows:
+        v = _metric_key(r.variant)
+        for name, s in ((cmp.metric, r.metric), ("final_gap_acc", r.final_gap_acc)):
+            if math.isfinite(s.mean):
+                metrics.append(Metric(f"compare.{v}.{name}_mean", s.mean, 0, 0))
+    for i in range(0, len(metrics), 500):
+        client.log_batch(cmp.parent_run_id, metrics=metrics[i : i + 500])
+    client.set_tag(cmp.parent_run_id, "dlsuite.compare_best", cmp.rows[0].variant)
+
+
+def compare_report(
+    ref: str,
+    *,
+    uri: str | None = None,
+    baseline: str | None = None,
+    metric: str | None = None,
+    maximize: bool | None = None,
+    out: str | Path | None = None,
+    log: bool = True,
+) -> tuple[Comparison, list[Path]]:
+    """Build, write and (``log``) attach the report of the compare study ``ref`` (parent run id or study name).
+
+    The metric and its direction default to the study's objective recorded on the parent run, else
+    ``test_acc`` maximised. Files go to ``out`` (default: a temporary folder, removed after logging).
+    """
+    client = _client(uri)
+    parent = resolve_parent(client, ref)
+    study, order, rec_metric, rec_max = _study_facts(client, parent)
+    metric = metric or rec_metric or "test_acc"
+    if maximize is None:
+        maximize = rec_max if rec_max is not None and metric == rec_metric else not metric.endswith("loss")
+    children = load_children(client, parent)
+    if not children:
+        raise DlsuiteError(f"run {parent} has no child runs tagged dlsuite.variant: not a compare study's parent")
+    cmp = build_comparison(children, metric=metric, maximize=maximize, baseline=baseline, order=order)
+    cmp.parent_run_id, cmp.study = parent, study
+    if out is not None:
+        paths = write_report(cmp, out)
+        if log:
+            log_to_parent(client, cmp, paths)
+        return cmp, paths
+    with tempfile.TemporaryDirectory(prefix="dlsuite-compare-") as tmp:
+        paths = write_report(cmp, tmp)
+        if log:
+            log_to_parent(client, cmp, paths)
+    return cmp, []

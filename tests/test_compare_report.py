@@ -1,0 +1,133 @@
+"""The comparison report end to end: real child runs in a temporary MLflow store, the table checked
+numerically against the runs' own metrics, plots and files attached to the parent run, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from scipy import stats as sps
+
+from dlsuite.cli import main
+from dlsuite.compare.report import compare_report, format_table
+from dlsuite.train.run import train
+from tests.conftest import tiny_config
+
+VARIANTS = {"none": [], "dropout": ["model.dropout=0.5"]}
+SEEDS = [0, 1]
+
+
+def _study(store: str) -> tuple[MlflowClient, str, dict[tuple[str, int], str]]:
+    """A 2-variant x 2-seed compare study as the study runner records it, plus one failed trial."""
+    from dlsuite.tracking import store as st
+
+    c = MlflowClient(store)
+    exp = st.experiment_id(c, "cmp")
+    parent = c.create_run(
+        exp, run_name="study-tinycmp", tags={"optuna.study": "tinycmp", "dlsuite.study_parent": "true"}
+    ).info.run_id
+    c.log_param(parent, "study.space", json.dumps(VARIANTS))
+    c.log_param(parent, "study.objectives", "test_acc:maximize")
+    runs = {}
+    for v, sets in VARIANTS.items():
+        for s in SEEDS:
+            cfg = tiny_config(*sets, f"seed={s}", "trainer.max_epochs=3", "tracking.experiment=cmp")
+            cfg.tracking.log_checkpoint = False
+            res = train(cfg, parent_run_id=parent, tags={"dlsuite.variant": v, "dlsuite.seed": str(s)})
+            runs[(v, s)] = res.run_id
+            if v == "dropout":
+                c.log_param(res.run_id, "dlsuite.tuned.model.dropout", "0.5")
+    failed = c.create_run(
+        exp, tags={"mlflow.parentRunId": parent, "dlsuite.variant": "dropout", "dlsuite.seed": "2"}
+    ).info.run_id
+    c.set_terminated(failed, "FAILED")
+    return c, parent, runs
+
+
+@pytest.mark.slow  # 4 short training runs: ~15 s alone, longer on a shared 2-core CPU
+def test_report_matches_the_child_runs_and_is_attached(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c, parent, runs = _study(store)
+
+    def metric(v: str, key: str) -> list[float]:
+        return [c.get_run(runs[(v, s)]).data.metrics[key] for s in SEEDS]
+
+    cmp, paths = compare_report(parent, out=tmp_path / "out")
+    assert cmp.metric == "test_acc" and cmp.maximize and cmp.baseline == "none" and cmp.study == "tinycmp"
+    for v in VARIANTS:
+        row = cmp.row(v)
+        assert row.seeds == SEEDS
+        acc = metric(v, "test_acc")
+        assert row.metric.mean == pytest.approx(sum(acc) / 2)
+        half = sps.t.ppf(0.975, 1) * sps.tstd(acc) / math.sqrt(2)
+        assert row.metric.half_width == pytest.approx(half)
+        assert row.best_val_acc.mean == pytest.approx(sum(metric(v, "best_val_acc")) / 2)
+        assert row.final_gap_acc.mean == pytest.approx(sum(metric(v, "final_gap_acc")) / 2)
+        assert row.best_epoch.mean == pytest.approx(sum(metric(v, "best_epoch")) / 2)
+    drop = cmp.row("dropout")
+    assert drop.failed == 1 and drop.tuned == {"model.dropout": "0.5"}
+    assert drop.vs_baseline is not None and cmp.row("none").vs_baseline is None
+    diffs = [a - b for a, b in zip(metric("dropout", "test_acc"), metric("none", "test_acc"))]
+    assert drop.vs_baseline.diff.mean == pytest.approx(sum(diffs) / 2)
+    expected_p = sps.ttest_rel(metric("dropout", "test_acc"), metric("none", "test_acc")).pvalue
+    if math.isfinite(expected_p):
+        assert drop.vs_baseline.t_p == pytest.approx(expected_p)
+    assert drop.p_holm == pytest.approx(drop.vs_baseline.t_p)  # one test: Holm changes nothing
+    best = max(VARIANTS, key=lambda v: sum(metric(v, "test_acc")))
+    assert cmp.rows[0].variant == best and cmp.rows[0].rank == 1
+
+    # files: the CSV holds the same numbers, the text table the variants, the PNGs exist
+    names = {p.name for p in paths}
+    assert names == {
+        "comparison.txt",
+        "comparison.md",
+        "comparison.csv",
+        "comparison.json",
+        "learning_curves.png",
+        "gaps.png",
+        "effects.png",
+    }
+    for p in paths:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+    rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "out" / "comparison.csv").open())}
+    assert float(rows["none"]["test_acc_mean"]) == pytest.approx(sum(metric("none", "test_acc")) / 2)
+    assert float(rows["dropout"]["diff_mean"]) == pytest.approx(sum(diffs) / 2)
+    assert rows["dropout"]["tuned"] == "model.dropout=0.5" and rows["dropout"]["failed"] == "1"
+    text = (tmp_path / "out" / "comparison.txt").read_text()
+    assert "none (baseline)" in text and "p (paired t)" in text and "tuned" in text and "1 failed" in text
+
+    # attached to the parent run, with per-variant means as its metrics
+    arts = {a.path for a in c.list_artifacts(parent, "comparison")}
+    assert {"comparison/comparison.csv", "comparison/learning_curves.png", "comparison/gaps.png"} <= arts
+    pm = c.get_run(parent).data.metrics
+    assert pm["compare.none.test_acc_mean"] == pytest.approx(cmp.row("none").metric.mean)
+    assert c.get_run(parent).data.tags["dlsuite.compare_best"] == best
+
+    # the CLI finds the study by name and prints the same table
+    assert main(["compare", "report", "tinycmp", "--no-log"]) == 0
+    out = capsys.readouterr().out
+    assert format_table(cmp).splitlines()[2] in out  # the header line
+    assert main(["compare", "report", parent, "--no-log", "--baseline", "dropout", "--metric", "best_val_acc"]) == 0
+    out = capsys.readouterr().out
+    assert "dropout (baseline)" in out and "Δ best_val_acc vs dropout" in out
+
+
+def test_report_bad_references_exit_2_and_write_nothing(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "report", "no-such-study"]) == 2
+    assert "no run with id or study named 'no-such-study'" in capsys.readouterr().err
+    assert main(["compare", "report", "0" * 32]) == 2  # looks like a run id, is none
+    assert "no run with id" in capsys.readouterr().err
+    c = MlflowClient(store)
+    from dlsuite.tracking import store as st
+
+    exp = st.experiment_id(c, "lonely")
+    lonely = c.create_run(exp).info.run_id
+    assert main(["compare", "report", lonely]) == 2
+    assert "not a compare study's parent" in capsys.readouterr().err
+    assert c.list_artifacts(lonely) == []
