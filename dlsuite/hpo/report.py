@@ -216,12 +216,22 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     text = render(study)
     files, skipped = _plots(study, out_dir)
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if study.user_attrs.get("dlsuite.type") == "compare" and parent:
+        # Compare studies get the statistical comparison (CIs, paired tests, curves over seeds),
+        # built from the MLflow children and attached to the parent under comparison/.
+        from dlsuite.compare.report import compare_report, format_table
+
+        try:
+            cmp, _ = compare_report(parent, uri=tracking_uri, out=out_dir / "comparison", log=attach)
+            text += "\n## Comparison over seeds\n\n```\n" + format_table(cmp) + "```\n"
+        except DlsuiteError as exc:
+            skipped["comparison"] = str(exc)
     if skipped:
         text += "\nPlots skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
     md = out_dir / "report.md"
     md.write_text(text)
     files.insert(0, md)
-    parent = study.user_attrs.get("mlflow_parent_run_id")
     if attach and parent:
         from dlsuite.tracking import store
 
