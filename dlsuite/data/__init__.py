@@ -7,6 +7,7 @@ from dlsuite.data.base import InMemoryDataModule, TensorBatches
 from dlsuite.data.digits import Digits
 from dlsuite.data.folder import ImageFolder
 from dlsuite.data.mnist1d import MNIST1D
+from dlsuite.data.synthetic import Synthetic
 from dlsuite.data.vision import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from dlsuite.registry import Registry
 
@@ -19,6 +20,7 @@ for _name, _cls in {
     "cifar10": CIFAR10,
     "cifar100": CIFAR100,
     "image_folder": ImageFolder,
+    "synthetic": Synthetic,
 }.items():
     DATASETS.add(_name, _cls)
 
