@@ -110,7 +110,7 @@ RECIPES: dict[str, Recipe] = {
                 "optim.name=adam",
                 "optim.lr=1e-2",
             ],
-            epochs=4,
+            epochs=3,
             tiny=["data.train_samples=200", "model.hidden=16"],
             note="one-layer LSTM (128 units) over the 40 steps of MNIST-1D, Adam 1e-2, batch 100",
         ),
