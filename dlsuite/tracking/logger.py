@@ -8,10 +8,12 @@ A write costs tens of milliseconds with the SQLite store (12 ms of CPU and an fs
 CPU), as much as a whole epoch of a small model. So finished epochs are written at most every
 ``min_interval_s`` seconds, in one asynchronous ``log_batch`` that runs while training goes on;
 ``flush`` (end of fit, failure, interruption) writes what is left and waits for every write.
+A ``kill -9`` can therefore lose the last ``min_interval_s`` of epoch metrics, no more.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from argparse import Namespace
 from typing import Any
@@ -32,7 +34,7 @@ class EpochMLflowLogger(Logger):
         self._epoch: int | None = None
         self._ready: list[Any] = []  # finished epochs' Metric records, not yet written
         self._writes: list[Any] = []  # pending asynchronous writes (RunOperations)
-        self._last_write = 0.0  # the first finished epoch is written at once (seen early in the UI)
+        self._last_write = -math.inf  # the first finished epoch is written at once (seen early in the UI)
         self.seconds = 0.0
         """Wall time the training loop spent on MLflow writes, the final flush excepted (the
         logging overhead that runs report as ``mlflow_log_fraction``)."""
@@ -70,13 +72,18 @@ class EpochMLflowLogger(Logger):
 
     def _write(self, wait: bool) -> None:
         start = time.perf_counter()
+        # The previous write was queued at least min_interval_s ago and is normally done: waiting
+        # for it costs nothing then, and holds the queue to one write when the store is slow.
+        for op in self._writes:
+            op.wait()  # raises if a write failed
+        self._writes = []
         for i in range(0, len(self._ready), 1000):  # MLflow takes at most 1000 metrics a batch
             op = self.client.log_batch(self.run_id, metrics=self._ready[i : i + 1000], synchronous=False)
             self._writes.append(op)
         self._ready = []
         if wait:
             for op in self._writes:
-                op.wait()  # raises if a write failed
+                op.wait()
             self._writes = []
         self._last_write = time.perf_counter()
         if not wait:
