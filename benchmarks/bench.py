@@ -152,6 +152,7 @@ def run_hand(cfg: RunConfig, device: torch.device) -> dict[str, float]:
     marks: list[float] = []
     steps = 0
     model.train()
+    graphs = cfg.trainer.compile and cfg.trainer.compile_mode == "reduce-overhead" and device.type == "cuda"
     for _ in range(cfg.trainer.max_epochs):
         _sync(device)
         marks.append(time.perf_counter())
@@ -160,6 +161,8 @@ def run_hand(cfg: RunConfig, device: torch.device) -> dict[str, float]:
         perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with _autocast(cfg, device):
                 loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
 from dlsuite.tasks import create_task
 from dlsuite.train.run import train
-from dlsuite.train.speed import EpochTimer, prepare_model, resolve_precision
+from dlsuite.train.speed import CudaGraphSteps, EpochTimer, prepare_model, resolve_precision, step_callbacks
 
 # A tiny run that learns enough to compare: 5 epochs of 600 MNIST-1D sequences, Adam 1e-2.
 LEARN = ["trainer.max_epochs=5", "data.train_samples=600", "optim.lr=1e-2", "tracking.enabled=false"]
@@ -79,6 +79,12 @@ def test_channels_last_same_result_on_images(store: str) -> None:
     assert math.isclose(plain.metrics["final_train_loss"], fast.metrics["final_train_loss"], rel_tol=1e-3)
     conv = next(m for m in fast.task.model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cuda_graph_step_marks_only_for_reduce_overhead_on_gpu() -> None:
+    graphs = tiny_config("trainer.compile=true", "trainer.compile_mode=reduce-overhead", "trainer.accelerator=gpu")
+    assert [type(c) for c in step_callbacks(graphs.trainer)] == [CudaGraphSteps]
+    assert step_callbacks(tiny_config("trainer.compile=true", "trainer.accelerator=cpu").trainer) == []
 
 
 def test_precision_auto_is_fp32_without_gpu() -> None:

@@ -29,7 +29,7 @@ from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
-from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision
+from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision, step_callbacks
 
 
 class TrainingDiverged(DlsuiteError):
@@ -216,7 +216,8 @@ def train(
                 _log_start(tracked, cfg, facts)
                 logger = EpochMLflowLogger(tracked.client, tracked.run_id)
             timer = EpochTimer()
-            trainer, ckpt = _trainer(cfg, ckpt_dir, logger, [timer, *(callbacks or [])], has_val)
+            extra = [timer, *step_callbacks(cfg.trainer), *(callbacks or [])]
+            trainer, ckpt = _trainer(cfg, ckpt_dir, logger, extra, has_val)
             start = time.perf_counter()
             try:
                 trainer.fit(task, datamodule=dm)

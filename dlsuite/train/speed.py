@@ -84,6 +84,25 @@ def prepare_model(model: nn.Module, t: TrainerConfig) -> nn.Module:
     return model
 
 
+class CudaGraphSteps(Callback):
+    """Tell CUDA-graph trees where each training step begins (``compile_mode: reduce-overhead``).
+
+    Without the mark, outputs of one replay that are still referenced when the next replay runs
+    (Lightning keeps the step's loss until the batch ends) can be overwritten: torch then raises
+    "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run".
+    """
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def step_callbacks(t: TrainerConfig) -> list[Callback]:
+    """Callbacks a fast path needs in the training loop."""
+    if t.compile and t.compile_mode == "reduce-overhead" and uses_gpu(t):
+        return [CudaGraphSteps()]
+    return []
+
+
 class EpochTimer(Callback):
     """Wall time of every training epoch (validation and per-epoch logging included).
 
