@@ -51,7 +51,7 @@ from benchmarks.recipes import RECIPES, Recipe
 from dlsuite.config import RunConfig, load_config
 from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
-from dlsuite.train.speed import EpochTimer, cheap_cuda_check, prepare_model
+from dlsuite.train.speed import EpochTimer, cheap_cuda_check, prepare_model, resolve_precision
 
 MODES = ("dlsuite", "hand", "lightning")
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +138,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if cfg.trainer.precision == "bf16-mixed":
+    if resolve_precision(cfg.trainer) == "bf16-mixed":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -205,7 +205,7 @@ def run_lightning(cfg: RunConfig, device: torch.device) -> dict[str, float]:
         max_epochs=cfg.trainer.max_epochs,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
-        precision=cfg.trainer.precision,  # type: ignore[arg-type]
+        precision=resolve_precision(cfg.trainer),  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
