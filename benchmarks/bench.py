@@ -242,8 +242,14 @@ def bench_recipe(
         order = list(modes[r % len(modes) :]) + list(modes[: r % len(modes)])
         for mode in order:
             runs[mode].append(RUNNERS[mode](cfg, dev))
-            print(f"  {recipe.name} repeat {r + 1}/{repeats} {mode}: {runs[mode][-1]['steps_per_s']:.1f} steps/s")
+            rate = _num(runs[mode][-1]["steps_per_s"])
+            print(f"  {recipe.name} repeat {r + 1}/{repeats} {mode}: {rate} steps/s", flush=True)
     return {"recipe": recipe.name, "note": recipe.note, "config": cfg.to_dict(), "runs": runs}
+
+
+def _num(x: float) -> str:
+    """Three significant figures at most, never scientific notation (0.042, 3.17, 412)."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -285,10 +291,10 @@ def format_report(info: dict[str, Any], results: list[dict[str, Any]], repeats: 
         f"{'dlsuite/hand':>13s} {'dlsuite/lightning':>18s} {'MLflow log':>11s}",
     ]
 
-    def cell(s: dict[str, float] | None, width: int, fmt: str = "{:.1f}") -> str:
+    def cell(s: dict[str, float] | None, width: int) -> str:
         if s is None:
             return f"{'-':>{width}s}"
-        text = f"{fmt.format(s['median'])} [{fmt.format(s['min'])}-{fmt.format(s['max'])}]"
+        text = f"{_num(s['median'])} [{_num(s['min'])}-{_num(s['max'])}]"
         return f"{text:>{width}s}"
 
     for res in results:
