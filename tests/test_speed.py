@@ -45,6 +45,7 @@ def _plain_acc() -> float:
     return acc
 
 
+@pytest.mark.slow
 def test_dataloader_and_bf16_paths_same_band(store: str) -> None:
     plain_acc = _plain_acc()
     streamed, _ = _acc(**{"data.in_memory": "never"})
@@ -118,6 +119,7 @@ def test_lean_hooks_store_plain_names_and_still_register_modules() -> None:
     assert "extra" in dict(task.named_children())
 
 
+@pytest.mark.slow
 def test_epoch_logging_is_batched_but_complete(store: str) -> None:
     result = train(tiny_config("trainer.max_epochs=4"))
     client = MlflowClient(store)
