@@ -262,8 +262,9 @@ class TrainerConfig(Section):
     """``auto``, ``ddp``, ``ddp_spawn``, ``ddp_find_unused_parameters_true``, ``fsdp``..."""
     num_nodes: int = Field(1, ge=1)
     """Hosts taking part in multi-node DDP."""
-    precision: Literal["32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"] = "32-true"
-    """Numeric precision; mixed precision needs a GPU (or CPU bf16)."""
+    precision: Literal["32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true", "auto"] = "32-true"
+    """Numeric precision; mixed precision needs a GPU (or CPU bf16). ``auto``: ``bf16-mixed`` on a GPU
+    that supports bfloat16, ``32-true`` elsewhere."""
     deterministic: bool = False
     """Ask PyTorch for deterministic algorithms (CPU runs are deterministic with a seed anyway)."""
     progress_bar: bool = True
@@ -276,6 +277,19 @@ class TrainerConfig(Section):
     """Whether lower or higher ``checkpoint_monitor`` is better."""
     test_checkpoint: Literal["best", "last"] = "best"
     """Test the ``best`` validation checkpoint, or the ``last`` weights (the MNIST-1D paper's protocol)."""
+    # -- fast paths (dlsuite/train/speed.py; measured by benchmarks/bench.py) --------------------
+    compile: bool = False
+    """``torch.compile`` the model (off by default: compiling costs tens of seconds on a CPU, more
+    than a short run gains; the time is reported apart as ``compile_time_s``)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """``torch.compile`` mode; ``reduce-overhead`` replays CUDA graphs, the win for small models on a GPU."""
+    channels_last: bool = False
+    """Keep 4-D conv weights and image batches in channels-last layout (GPU tensor cores). Off by
+    default: on an H100 a ResNet-18 on 32x32 inputs was slower with it (see benchmarks/README.md)."""
+    cudnn_benchmark: bool = True
+    """Let cuDNN time its convolution algorithms for the shapes seen (fixed shapes: safe and faster)."""
+    matmul_precision: Literal["highest", "high", "medium"] = "high"
+    """``torch.set_float32_matmul_precision``: ``high`` allows TF32 matmuls on Ampere+ GPUs."""
 
     @field_validator("devices")
     @classmethod

@@ -8,6 +8,7 @@ from dlsuite.data.digits import Digits
 from dlsuite.data.folder import ImageFolder
 from dlsuite.data.mnist1d import MNIST1D
 from dlsuite.data.sequences import DigitSequences
+from dlsuite.data.synthetic import Synthetic
 from dlsuite.data.vision import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from dlsuite.registry import Registry
 
@@ -21,6 +22,7 @@ for _name, _cls in {
     "cifar100": CIFAR100,
     "image_folder": ImageFolder,
     "digit_sequences": DigitSequences,
+    "synthetic": Synthetic,
 }.items():
     DATASETS.add(_name, _cls)
 

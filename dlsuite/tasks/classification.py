@@ -16,12 +16,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from dlsuite.config import RunConfig
+from dlsuite.tasks.lean import LeanHooks
 from dlsuite.train.losses import create_loss
 from dlsuite.train.optim import create_optimizer, create_scheduler
 from dlsuite.train.regularizers import TrainObjective
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(LeanHooks, L.LightningModule):
     """Wraps a plain ``nn.Module`` that maps inputs to class logits.
 
     Args:
@@ -54,7 +55,7 @@ class ClassificationTask(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
         self.test_confusion: Any = None
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, list[Any]] = {}
         self._val: dict[str, float] = {}
         self._epoch_lr = float("nan")
 
@@ -64,16 +65,25 @@ class ClassificationTask(L.LightningModule):
 
     # -- accumulation on the device ------------------------------------------------------------
     def _add(self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        n = torch.tensor(float(len(y)), device=loss.device)
-        stats = torch.stack([loss.detach() * n, (logits.argmax(-1) == y).sum().float(), n])
-        self._sums[stage] = self._sums[stage] + stats if stage in self._sums else stats
+        # In-place sums on the device and the count as a Python int (a shape, known on the host):
+        # five small kernels a step, no host-to-device copy, no allocation after the first step.
+        n = len(y)
+        correct = (logits.argmax(-1) == y).sum()
+        sums = self._sums.get(stage)
+        if sums is None:
+            self._sums[stage] = [loss.detach().float() * n, correct, n]
+        else:
+            sums[0].add_(loss.detach(), alpha=n)
+            sums[1].add_(correct)
+            sums[2] += n
 
     def _take(self, stage: str) -> tuple[float, float]:
         """(mean loss, accuracy) of the stage over all ranks; resets the sums."""
-        sums = self._sums.pop(stage, None)
-        if sums is None:
+        acc = self._sums.pop(stage, None)
+        if acc is None:
             return float("nan"), float("nan")
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        local = torch.stack([acc[0], acc[1].float(), torch.tensor(float(acc[2]), device=acc[0].device)])
+        sums = self.trainer.strategy.reduce(local, reduce_op="sum")
         loss_sum, correct, n = sums.tolist()  # the one host sync of the epoch
         return loss_sum / max(n, 1.0), correct / max(n, 1.0)
 

@@ -30,6 +30,7 @@ from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
+from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision, step_callbacks
 from dlsuite.train.techniques import technique_callbacks
 
 
@@ -112,6 +113,9 @@ def _trainer(
         save_weights_only=False,
         monitor=t.checkpoint_monitor if has_val else None,
         mode=t.checkpoint_mode,
+        # Without validation no checkpoint is used (the last weights are tested and nothing is
+        # logged), so do not write one every epoch: for a ResNet-18 that is 90 MB an epoch.
+        every_n_epochs=1 if has_val else 0,
     )
     cbs: list[Callback] = [ckpt, _DivergenceCheck(), *technique_callbacks(cfg), *callbacks]
     es = cfg.regularization.early_stopping
@@ -125,7 +129,8 @@ def _trainer(
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=resolve_precision(t),  # type: ignore[arg-type]
+        benchmark=t.cudnn_benchmark and not t.deterministic,
         deterministic=t.deterministic,
         logger=logger if logger is not None else False,
         callbacks=cbs,
@@ -196,10 +201,12 @@ def train(
     if protocols.protocol_of(cfg) is not None:  # k-fold or bagging: a parent run with one child per member
         return protocols.run_protocol(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)  # type: ignore[no-any-return]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    configure_backends(cfg.trainer)
     dm = create_datamodule(cfg.data, cfg.seed)
     dm.prepare()  # a missing dataset fails here, before anything is written
     model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
     apply_init(model, cfg.model.init, cfg.model.init_std)
+    prepare_model(model, cfg.trainer)  # channels_last / torch.compile, in place
     task = create_task(model, cfg, dm.num_classes, dm.input_shape)
     has_val = len(dm.splits["val"][1]) > 0
     facts = {**dm.describe(), "model.num_params": count_params(model), **model_cost(model, dm.splits["train"][0][:1])}
@@ -219,7 +226,9 @@ def train(
             if tracked is not None:
                 _log_start(tracked, cfg, facts)
                 logger = EpochMLflowLogger(tracked.client, tracked.run_id)
-            trainer, ckpt = _trainer(cfg, ckpt_dir, logger, list(callbacks or []), has_val)
+            timer = EpochTimer()
+            extra = [timer, *step_callbacks(cfg.trainer), *(callbacks or [])]
+            trainer, ckpt = _trainer(cfg, ckpt_dir, logger, extra, has_val)
             start = time.perf_counter()
             try:
                 trainer.fit(task, datamodule=dm)
@@ -236,8 +245,11 @@ def train(
             history: list[dict[str, float]] = task.history  # type: ignore[assignment]
             summary = summarize(history, task.test_results)  # type: ignore[arg-type]
             summary.update({"num_params": float(facts["model.num_params"]), "fit_time_s": fit_s, **cost_metrics(facts)})
+            summary.update(timer.summary(compiled=cfg.trainer.compile))
             if logger is not None:
                 logger.flush()
+                if timer.epoch_seconds:  # per-epoch MLflow logging as a fraction of training time
+                    summary["mlflow_log_fraction"] = logger.seconds / sum(timer.epoch_seconds)
             if tracked is not None:
                 _log_end(tracked, task, dm, summary, best, cfg)
         status = tracked.status if tracked is not None else "FINISHED"
