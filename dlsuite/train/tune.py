@@ -27,6 +27,7 @@ from dlsuite.errors import DlsuiteError
 from dlsuite.models import apply_init, create_model
 from dlsuite.tasks import create_task
 from dlsuite.tracking.runs import TrackedRun
+from dlsuite.train.speed import resolve_precision
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _trainer(cfg: RunConfig, root: str) -> L.Trainer:
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=1,  # finders run in one process
-        precision=t.precision,
+        precision=resolve_precision(t),  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
