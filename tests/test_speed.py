@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_config
 from lightning.pytorch.callbacks import Callback
 from mlflow import MlflowClient
 from torch import nn
@@ -27,6 +26,7 @@ from dlsuite.models import create_model
 from dlsuite.tasks import create_task
 from dlsuite.train.run import train
 from dlsuite.train.speed import CudaGraphSteps, EpochTimer, prepare_model, resolve_precision, step_callbacks
+from tests.conftest import tiny_config
 
 # A tiny run that learns enough to compare: 5 epochs of 600 MNIST-1D sequences, Adam 1e-2.
 LEARN = ["trainer.max_epochs=5", "data.train_samples=600", "optim.lr=1e-2", "tracking.enabled=false"]

@@ -164,6 +164,8 @@ def bagging(
         out = ensemble_metrics(probs, y)
         accs = [r.metrics.get("test_acc", math.nan) for r in results]
         out["member_test_acc_std"] = float(np.std(accs, ddof=1))
+        # The bagged model's test accuracy is the ensemble's: studies compare it like any other run.
+        out["test_acc"], out["test_loss"] = out["ensemble_test_acc"], out["ensemble_test_loss"]
         return out
 
     return _run_children(cfg, "bagging", members, summarize, parent_run_id, tags, callbacks)
