@@ -142,6 +142,9 @@ class StudySpec(_Strict):
     """``search``: config key -> distribution."""
     variants: dict[str, list[str]] = Field(default_factory=dict)
     """``compare``: variant name -> ``key=value`` overrides."""
+    tune: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """``compare``: variant name -> its own small search run before its seeds
+    (``{space: {...}, n_trials: 8, metric: best_val_acc}``), so each remedy is compared at a good strength."""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     """``compare``: the run seeds every variant is trained with."""
     metric: str | None = None
@@ -184,8 +187,8 @@ class StudySpec(_Strict):
         if self.type == "search":
             if not self.space:
                 raise ValueError("a search study needs a 'space' (config key -> distribution)")
-            if self.variants:
-                raise ValueError("'variants' belong to type: compare")
+            if self.variants or self.tune:
+                raise ValueError("'variants' and 'tune' belong to type: compare")
             if self.n_trials is None and self.timeout is None and self.sampler.name != "grid":
                 raise ValueError("set a budget: n_trials and/or timeout")
         else:
@@ -197,6 +200,9 @@ class StudySpec(_Strict):
                 raise ValueError("'seeds' must be a non-empty list of distinct ints")
             if len(self.objectives) != 1:
                 raise ValueError("a compare study has one metric")
+            unknown = set(self.tune) - set(self.variants)
+            if unknown:
+                raise ValueError(f"'tune' names no variant: {sorted(unknown)}; variants: {list(self.variants)}")
             self.n_trials = len(self.variants) * len(self.seeds)
             self.sampler = SamplerSpec(name="random")
         if len(self.objectives) > 1 and self.pruner.name != "none":
@@ -271,6 +277,15 @@ def validate(spec: StudySpec) -> None:
     if spec.type == "compare":
         for variant in spec.variants:
             _check_one_device(spec.run_config(variant=variant), f"variant {variant!r}")
+        from pydantic import ValidationError
+
+        from dlsuite.hpo.tuning import TuneSpec, tune_spec
+
+        for variant, raw in spec.tune.items():  # a variant's own search is refused up front like any space
+            try:
+                validate(tune_spec(spec, variant, TuneSpec.model_validate(raw)))
+            except ValidationError as exc:
+                raise ConfigError(f"tune.{variant}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
         return
     if spec.sampler.name == "grid":
         spec.grid()

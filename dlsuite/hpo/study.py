@@ -28,6 +28,7 @@ from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR, TrainRunner, TrialConte
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import budget_lock, open_storage, resolve_storage
+from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import store
 from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
 
@@ -188,9 +189,10 @@ def _trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Any, dict[str, 
         seed = int(trial.suggest_categorical("seed", spec.seeds))  # type: ignore[arg-type]
         trial.set_user_attr("variant", variant)
         trial.set_user_attr("seed", seed)
-        tags = {"variant": variant, "seed": str(seed)}
+        tuned = tuned_params(trial.study, variant)
+        tags = {"variant": variant, "seed": str(seed), **{f"dlsuite.tuned.{k}": str(v) for k, v in tuned.items()}}
         name = f"{variant}-seed{seed}"
-        build = lambda: spec.run_config({"seed": seed}, variant=variant)  # noqa: E731
+        build = lambda: spec.run_config({"seed": seed, **tuned}, variant=variant)  # noqa: E731
     else:
         params = suggest(trial, spec)
         name = f"{spec.name}-{trial.number:03d}"
@@ -445,6 +447,8 @@ def run_study(
             reap_orphans(client)  # a killed study's parent run, among others
         if spec.type == "compare":
             enqueue_pairs(study, spec)
+    if spec.type == "compare" and spec.tune:
+        tune_variants(spec, study, workers, gpus)  # each tuned variant's own search, once
     parent = open_parent_run(spec, study, client) if client is not None else None
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
