@@ -242,7 +242,15 @@ def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_study_smoke_run(store: str, path: Path) -> None:
-    sets = ["n_trials=1", "seeds=[0]", "trainer.max_epochs=1", "data.train_samples=100", "tracking.plots=false"]
+    # tune={}: the per-variant searches have their own test (test_compare_tuning.py)
+    sets = [
+        "n_trials=1",
+        "seeds=[0]",
+        "tune={}",
+        "trainer.max_epochs=1",
+        "data.train_samples=100",
+        "tracking.plots=false",
+    ]
     spec = load_study_spec(path, sets)
     result = run_study(spec, report=False)
     assert sum(result.counts.get(s, 0) for s in ("COMPLETE", "PRUNED")) == spec.n_trials
