@@ -165,16 +165,22 @@ def model_cost(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
         }
         is_conv = any(isinstance(m, _CONV) for m in model.modules())
         if is_conv and example.is_floating_point() and not any(isinstance(m, _NOT_CONV_STACK) for m in model.modules()):
-            rows = trace_conv_stack(model, example[:1])
+            try:
+                rows = trace_conv_stack(model, example[:1])
+            except (RuntimeError, TypeError, AttributeError):  # pragma: no cover
+                # A facts-only trace must never fail a run: models from other libraries may use
+                # tensor subclasses that refuse the tag, or conv wrappers without kernel attributes.
+                rows = []
             local = [r for r in rows if not r["after_global"]]
             if local:
                 rf = local[-1]["receptive_field"]
                 facts["model.receptive_field"] = max(round(v) for v in rf)
                 facts["model.feature_size"] = _size(local[-1]["out_size"])
-            facts["model.output_sizes"] = " > ".join(
-                [_size(tuple(example.shape[2:]))] + [_size(r["out_size"]) for r in rows]
-            )
-            facts["model.conv_layers"] = sum(r["type"].startswith("Conv") for r in rows)
+            if rows:
+                facts["model.output_sizes"] = " > ".join(
+                    [_size(tuple(example.shape[2:]))] + [_size(r["out_size"]) for r in rows]
+                )
+                facts["model.conv_layers"] = sum(r["type"].startswith("Conv") for r in rows)
     finally:
         model.train(was_training)
     return facts
