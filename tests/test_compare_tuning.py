@@ -44,9 +44,7 @@ def test_a_tuned_variant_runs_its_seeds_at_the_strength_it_was_tuned_to(store: s
     assert len(inner.trials) == 3 and inner.best_trial.params["regularization.l2"] == tuned
     assert "dlsuite.tuned.none" not in study.user_attrs
     c = MlflowClient(store)
-    children = c.search_runs(
-        [c.get_experiment_by_name("fair").experiment_id], filter_string="tags.variant = 'l2'"
-    )
+    children = c.search_runs([c.get_experiment_by_name("fair").experiment_id], filter_string="tags.variant = 'l2'")
     children = [r for r in children if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
     assert len(children) == 2  # both seeds of the tuned variant, under the compare study's parent
     for run in children:
