@@ -482,7 +482,13 @@ def run_study(
             if any(c == EXIT_CONFIG for c in codes):
                 raise ConfigError(f"study {spec.name}: a worker stopped on a config error (see its output above)")
             if any(codes):
-                raise DlsuiteError(f"study {spec.name}: worker exit codes {codes} (see their output above)")
+                # A killed worker is what crash recovery is for: its trial is re-queued below (or by the
+                # other workers); the study stops short of its budget only if every worker died.
+                log.warning("study %s: worker exit codes %s", spec.name, codes)
+                print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
+            if client is not None:
+                with budget_lock(url):
+                    recover(study, client, is_journal(url))
     except KeyboardInterrupt:
         status = "KILLED"
         raise
