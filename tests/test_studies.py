@@ -280,7 +280,10 @@ def _wait_for(cond, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["study", "worker"])
+def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
+    store: str, tmp_path: Path, victim: str
+) -> None:
     path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 40"), name="kill")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
@@ -307,7 +310,16 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
             return done and any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in ts)
 
         _wait_for(mid_trial)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole study: coordinator and both workers
+        if victim == "study":
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole study: coordinator and both workers
+        else:  # one worker mid-trial; the other worker and the coordinator go on
+            victim_trial = next(
+                t for t in load("kill").trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+            )
+            os.kill(int(victim_trial.user_attrs["dlsuite.owner"].rsplit(":", 2)[1]), signal.SIGKILL)
+            # The surviving worker fails and re-queues the dead worker's trial before its next ask.
+            _wait_for(lambda: load("kill").trials[victim_trial.number].state == TrialState.FAIL)
+            os.killpg(proc.pid, signal.SIGKILL)  # then stop the rest (a long budget), as a user would
         proc.wait()
     finally:
         if proc.poll() is None:
@@ -315,7 +327,7 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
     before = load("kill").trials
     finished = {t.number: (t.state, t.values) for t in before if t.state.is_finished()}
     running = [t for t in before if t.state == TrialState.RUNNING]
-    assert finished and running
+    assert finished and (running or victim == "worker")
     client = mlflow.MlflowClient(store)
     assert any(r.info.status == "RUNNING" for r in runs(store, "kill"))
 
@@ -337,7 +349,11 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
         retry = [x for x in after if x.user_attrs.get("dlsuite.retry_of") == t.number]
         if t.params:  # re-queued with the same parameters
             assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == t.params
-    assert any("mlflow_run_id" in next(x for x in after if x.number == t.number).user_attrs for t in running)
+    assert victim == "worker" or any("mlflow_run_id" in after[t.number].user_attrs for t in running)
+    if victim == "worker":
+        crashed = after[victim_trial.number]
+        assert crashed.user_attrs["dlsuite.requeued"] and "died" in crashed.user_attrs["fail_reason"]
+        assert client.get_run(crashed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     counted = [t for t in after if t.state.is_finished() and not t.user_attrs.get("dlsuite.requeued")]
     assert len(counted) == target
     parent = client.get_run(load("kill").user_attrs["mlflow_parent_run_id"])

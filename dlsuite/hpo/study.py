@@ -27,7 +27,7 @@ from dlsuite.errors import ConfigError, DlsuiteError
 from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR, TrainRunner, TrialContext, TrialOutcome, TrialRunner
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
-from dlsuite.hpo.storage import budget_lock, open_storage, resolve_storage
+from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import store
 from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
@@ -119,16 +119,36 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
 
 
-def recover(study: optuna.Study, client: Any) -> list[int]:
+def owner_dead(owner: str) -> bool:
+    """Whether the process named by ``owner`` (``host:pid:start``) is gone on this host.
+
+    A zombie counts as gone: a worker killed with its coordinator is not reaped when the container's
+    init does not reap orphans, and a zombie still answers ``kill(pid, 0)``.
+    """
+    alive = owner_alive(owner)
+    if alive is None:
+        return False
+    if not alive:
+        return True
+    try:
+        with open(f"/proc/{int(owner.rsplit(':', 2)[1])}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def recover(study: optuna.Study, client: Any, locked_journal: bool = False) -> list[int]:
     """Fail and re-queue RUNNING trials whose owner process on this host is gone; return their numbers.
 
     Call under :func:`~dlsuite.hpo.storage.budget_lock` so two workers do not re-queue the same trial.
+    With a journal file (``locked_journal``) a trial is asked and given its owner under that lock, so a
+    RUNNING trial without an owner seen under the lock was asked by a process that died in between.
     """
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
-        if owner and owner_alive(owner) is False:
-            fail_and_requeue(study, t, f"worker {owner} died (killed?) while the trial ran", client)
+        if (owner and owner_dead(owner)) or (not owner and locked_journal):
+            fail_and_requeue(study, t, f"worker {owner or '(unknown)'} died (killed?) while the trial ran", client)
             recovered.append(t.number)
     if recovered:
         reap_orphans(client)
@@ -283,7 +303,7 @@ def work(
             break
         with budget_lock(url):
             if client is not None:
-                recover(study, client)
+                recover(study, client, is_journal(url))
             trials = study.get_trials(deepcopy=False)
             if spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials:
                 break
@@ -443,7 +463,7 @@ def run_study(
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     with budget_lock(url):
         if client is not None:
-            recover(study, client)
+            recover(study, client, is_journal(url))
             reap_orphans(client)  # a killed study's parent run, among others
         if spec.type == "compare":
             enqueue_pairs(study, spec)
@@ -466,7 +486,13 @@ def run_study(
             if any(c == EXIT_CONFIG for c in codes):
                 raise ConfigError(f"study {spec.name}: a worker stopped on a config error (see its output above)")
             if any(codes):
-                raise DlsuiteError(f"study {spec.name}: worker exit codes {codes} (see their output above)")
+                # A killed worker is what crash recovery is for: its trial is re-queued below (or by the
+                # other workers); the study stops short of its budget only if every worker died.
+                log.warning("study %s: worker exit codes %s", spec.name, codes)
+                print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
+            if client is not None:
+                with budget_lock(url):
+                    recover(study, client, is_journal(url))
     except KeyboardInterrupt:
         status = "KILLED"
         raise

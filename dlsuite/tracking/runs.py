@@ -34,6 +34,15 @@ def _start_time(pid: int) -> str:
         return "?"
 
 
+def _state(pid: int) -> str:
+    """Process state letter from /proc (``Z`` for a zombie), ``?`` when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def owner_id(pid: int | None = None) -> str:
     """``host:pid:start`` naming a live process."""
     pid = os.getpid() if pid is None else pid
@@ -55,6 +64,8 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass
+    if _state(pid) == "Z":  # killed but not yet reaped by its parent: it runs no more
+        return False
     return start == "?" or _start_time(pid) == start
 
 
