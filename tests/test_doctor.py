@@ -68,7 +68,10 @@ def test_overfitting_run_gets_overfitting_remedies(
 
 def test_underfitting_run_gets_capacity_remedies_and_gradients_are_read(store: str, tmp_path: Path) -> None:
     # a tiny learning rate for 2 epochs: the model is left near chance
-    result = train(tiny_config("optim.lr=1e-5", "model.dropout=0.2", "tracking.log_checkpoint=false"))
+    cfg = tiny_config(
+        "optim.lr=1e-5", "model.dropout=0.2", "tracking.log_checkpoint=false", "tracking.diagnostics.enabled=false"
+    )
+    result = train(cfg)
     d = diagnose_run(result.run_id)
     assert d.verdict == "underfitting", d.evidence
     assert CAPACITY_REMEDIES <= set(d.variants) and not set(d.variants) & OVERFIT_REMEDIES

@@ -44,6 +44,10 @@ def test_a_run_records_everything_in_mlflow(store: str) -> None:
         "plots/learning_curves.png",
         "plots/confusion_matrix.png",
         "checkpoints/best.ckpt",
+        "plots/gradient_flow.png",  # the diagnostics, on by default
+        "plots/activations.png",
+        "plots/weights.png",
+        "plots/overfitting.png",
     }
     assert (Path("mlruns") / "mlflow.db").is_file()  # the default-style store, in the test's temp cwd
 
