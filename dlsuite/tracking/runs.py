@@ -25,22 +25,23 @@ class Killed(KeyboardInterrupt):
     """Raised in the main thread when SIGTERM arrives, so the run unwinds and ends KILLED."""
 
 
-def _start_time(pid: int) -> str:
-    """Process start time (clock ticks since boot) from /proc, to tell a reused pid apart."""
+def _stat_field(pid: int, index: int) -> str:
+    """A field of /proc/<pid>/stat after the command name (0: state letter, 19: start time), or ``?``."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            return f.read().rsplit(")", 1)[1].split()[index]
     except (OSError, IndexError):
         return "?"
+
+
+def _start_time(pid: int) -> str:
+    """Process start time (clock ticks since boot), to tell a reused pid apart."""
+    return _stat_field(pid, 19)
 
 
 def _state(pid: int) -> str:
-    """Process state letter from /proc (``Z`` for a zombie), ``?`` when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "?"
+    """Process state letter (``Z`` for a zombie)."""
+    return _stat_field(pid, 0)
 
 
 def owner_id(pid: int | None = None) -> str:
