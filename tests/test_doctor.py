@@ -15,7 +15,16 @@ from dlsuite.config import load_config
 from dlsuite.train.run import train
 from tests.conftest import tiny_config
 
-OVERFIT_REMEDIES = {"dropout", "weight_decay", "label_smoothing", "early_stopping", "smaller_model", "more_data"}
+OVERFIT_REMEDIES = {
+    "dropout",
+    "weight_decay",
+    "l2_penalty",
+    "mixup",
+    "label_smoothing",
+    "early_stopping",
+    "smaller_model",
+    "more_data",
+}
 CAPACITY_REMEDIES = {"bigger_model", "longer_training", "higher_lr"}
 
 

@@ -247,6 +247,10 @@ def _propose(d: Diagnosis, grad_notes: list[str], available_train: int | None) -
             )
         if cfg.task.loss == "cross_entropy" and cfg.regularization.label_smoothing < 0.1:
             put("label_smoothing", ["regularization.label_smoothing=0.1"], "label smoothing 0.1: less over-confidence")
+        if cfg.regularization.l2 == 0 and cfg.regularization.l1 == 0:
+            put("l2_penalty", ["regularization.l2=0.01"], "L2 penalty 1e-2 added to the loss (separate from decay)")
+        if cfg.task.loss == "cross_entropy" and cfg.regularization.mixup_alpha == 0:
+            put("mixup", ["regularization.mixup_alpha=0.2"], "mixup 0.2: train on blends of example pairs")
         if cfg.regularization.early_stopping is None:
             patience = max(3, min(10, d.numbers["epochs"] // 5))
             put(
