@@ -123,6 +123,25 @@ def test_reconstruction_trains_a_vae(store: str) -> None:
     assert last["train_loss"] < first["train_loss"]
 
 
+def test_reconstruction_logs_the_learning_rate_each_epoch_trained_with(store: str) -> None:
+    cfg = load_config(
+        ROOT / "configs" / "models" / "autoencoder.yaml",
+        [
+            *QUIET,
+            "trainer.max_epochs=2",
+            "data.train_samples=200",
+            "model.width=4",
+            "optim.lr=1e-3",
+            "optim.schedule.name=step",
+            "optim.schedule.step_size=1",
+            "optim.schedule.gamma=0.5",
+            "tracking.enabled=false",
+        ],
+    )
+    result = train(cfg)
+    assert [r["lr"] for r in result.history] == pytest.approx([1e-3, 5e-4])  # not the next epoch's
+
+
 def test_reconstruction_refuses_a_metric_it_does_not_log(store: str) -> None:
     cfg = load_config(ROOT / "configs" / "models" / "autoencoder.yaml", [*QUIET, "trainer.checkpoint_monitor=val_acc"])
     with pytest.raises(ConfigError, match=r"trainer\.checkpoint_monitor to one of val_loss, val_mse"):

@@ -39,6 +39,7 @@ class EpochTask(L.LightningModule):
         self.test_results: dict[str, float] = {}
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._val: dict[str, float] = {}
+        self._epoch_lr = float("nan")
 
     def add(self, stage: str, stats: dict[str, torch.Tensor]) -> None:
         """Add this step's sums to the stage's running totals (no host sync)."""
@@ -65,6 +66,10 @@ class EpochTask(L.LightningModule):
         self._val = val
         self.log_dict(val, sync_dist=False)
 
+    def on_train_epoch_start(self) -> None:
+        """Remember the learning rate this epoch trains with (the scheduler steps before the epoch end hook)."""
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
     def on_train_epoch_end(self) -> None:
         """The epoch's record: train and validation means, their gaps, the learning rate."""
         row: dict[str, float] = {"epoch": float(self.current_epoch), **self.take("train"), **self._val}
@@ -72,7 +77,7 @@ class EpochTask(L.LightningModule):
             if f"train_{k}" in row and f"val_{k}" in row:
                 gap = row[f"train_{k}"] - row[f"val_{k}"]
                 row[f"gap_{k}"] = gap if k == "acc" else -gap  # both positive when overfitting
-        row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        row["lr"] = self._epoch_lr
         self._val = {}
         self.history.append(row)
         self.log_dict({k: v for k, v in row.items() if k != "epoch"}, sync_dist=False)
