@@ -161,8 +161,12 @@ class OptimConfig(Section):
     """Adam-family moment decay rates."""
     eps: float = Field(1e-8, gt=0.0)
     """Adam-family / RMSprop denominator epsilon."""
+    implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
+    """How the update runs: ``fused`` (one kernel per parameter), ``foreach`` (batched over
+    parameters) or ``for_loop``; ``auto`` takes the fastest the optimiser offers (fused for sgd,
+    adam, adamw, adagrad; foreach for the rest). Results agree with ``for_loop`` to rounding."""
     args: dict[str, Any] = Field(default_factory=dict)
-    """Further keyword arguments of the optimiser, passed through."""
+    """Further keyword arguments of the optimiser, passed through (``fused``/``foreach`` here win)."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     """Learning-rate schedule."""
     grad_clip: float | None = Field(None, gt=0.0)

@@ -76,6 +76,32 @@ def test_nesterov_and_betas_reach_the_optimizer() -> None:
         load_config(None, ["optim.name=adam", "optim.momentum=0.9"])
 
 
+def test_optimizer_implementation_is_fused_where_offered_and_agrees_with_the_loop() -> None:
+    def opt(*over: str) -> torch.optim.Optimizer:
+        return create_optimizer(_net(), load_config(None, list(over)).optim)
+
+    assert opt("optim.name=adam").defaults["fused"] is True  # auto: fused where torch has the kernel
+    assert opt("optim.name=rmsprop").defaults["foreach"] is True  # auto: foreach where it has not
+    assert opt("optim.name=adam", "optim.implementation=for_loop").defaults["foreach"] is False
+    assert opt("optim.name=adam", "optim.args={foreach: true}").defaults["fused"] is None  # args win
+    with pytest.raises(ConfigError, match="NAdam has no fused kernel; these do: adagrad, adam"):
+        load_config(None, ["optim.name=nadam", "optim.implementation=fused"])
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    finals = []
+    for impl in ("fused", "foreach", "for_loop"):
+        # No bias before a batch norm here: its gradient is rounding noise, which Adam scales up to lr.
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+        cfg = load_config(None, ["optim.name=adam", "optim.lr=0.01", f"optim.implementation={impl}"])
+        o = create_optimizer(net, cfg.optim)
+        for _ in range(20):
+            o.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            o.step()
+        finals.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert torch.allclose(finals[0], finals[2], atol=1e-5) and torch.allclose(finals[1], finals[2], atol=1e-6)
+
+
 def test_weight_decay_spares_biases_and_norms_unless_asked() -> None:
     net = _net()
     groups = param_groups(net, 0.1, decay_all=False)

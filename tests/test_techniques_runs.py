@@ -191,6 +191,29 @@ def test_diagnostics_are_logged_with_plots(store: str) -> None:
     assert {"gradient_flow.png", "activations.png", "weights.png", "overfitting.png"} <= plots
 
 
+class HookCount(Callback):
+    """Counts the forward hooks on the model inside each training step (after its forward)."""
+
+    def __init__(self) -> None:
+        self.per_step: list[int] = []
+        self.model: torch.nn.Module | None = None
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        self.model = pl_module
+        self.per_step.append(sum(len(m._forward_hooks) for m in pl_module.modules()))
+
+
+def test_diagnostics_hook_activations_only_on_sampled_steps() -> None:
+    # 300 examples in batches of 50: 6 steps an epoch, sampled at steps 0 and 4 of each epoch.
+    probe = HookCount()
+    res = train(tiny_config(*UNTRACKED, "tracking.diagnostics.every_n_steps=4"), callbacks=[probe])
+    relus = sum(isinstance(m, torch.nn.ReLU) for m in res.task.modules())
+    assert relus > 0 and probe.per_step == [relus, 0, 0, 0, relus, 0] * 2
+    assert probe.model is not None and all(not m._forward_hooks for m in probe.model.modules())  # none left
+    diag = next(c for c in res.task.trainer.callbacks if type(c).__name__ == "Diagnostics")
+    assert [r["epoch"] for r in diag.history] == [0.0, 1.0] and 0 <= diag.history[0]["dead_relu_mean"] <= 1
+
+
 def test_diagnostics_see_saturation_and_penalties_and_can_be_off(store: str) -> None:
     sig = [*TINY_MLP, "model.activation=sigmoid", "model.depth=3", "model.width=16", "trainer.max_epochs=1"]
     res = train(load_config(None, [*QUIET, *sig, "regularization.l1=1e-3", "regularization.mixup_alpha=0.2"]))
