@@ -1,8 +1,9 @@
-"""What the sequence-to-sequence and reconstruction tasks share with classification's contract.
+"""The per-epoch bookkeeping every task shares: device-side sums, one host sync an epoch, the record.
 
 ``train/run.py`` reads ``task.history`` (one dict per epoch: ``epoch``, ``train_loss``, ``val_loss``,
-``lr``, ...) and ``task.test_results``; :class:`EpochTask` keeps both, accumulating named sums on the
-device during the epoch and reading them once at its end, as ``ClassificationTask`` does.
+``gap_loss``, ``lr``, ...) and ``task.test_results``. Statistics are summed on the device during the
+epoch (in place, no allocation after the first step, counts as host integers) and read once at its
+end, so the training step never waits for the host.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import torch
 from torch import nn
 
 from dlsuite.config import RunConfig
+from dlsuite.tasks.lean import LeanHooks
 from dlsuite.train.optim import create_optimizer, create_scheduler
 
+Stat = torch.Tensor | int | float
 
-class EpochTask(L.LightningModule):
+
+class EpochTask(LeanHooks, L.LightningModule):
     """Base for tasks that report per-epoch means of named statistics.
 
-    Subclasses call :meth:`add` with sums (``{"loss": loss * n, "n": n, ...}``) in every step and
-    name, in ``MEANS``, which sums become means (divided by which count) in the epoch's record.
+    Subclasses call :meth:`add` in every step with sums (``{"loss": loss * n, "n": n, ...}``; counts
+    may be Python numbers, such as a batch's length) and name, in ``MEANS``, which sums become means
+    (divided by which count) in the epoch's record. :meth:`stage_metrics` may add more per stage.
     """
 
     MEANS: dict[str, str] = {}  # statistic -> the count it is divided by
@@ -37,16 +42,24 @@ class EpochTask(L.LightningModule):
         self.num_classes = num_classes
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
-        self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._sums: dict[str, dict[str, Stat]] = {}
         self._val: dict[str, float] = {}
         self._epoch_lr = float("nan")
 
-    def add(self, stage: str, stats: dict[str, torch.Tensor]) -> None:
+    # -- accumulation on the device ------------------------------------------------------------
+    def add(self, stage: str, stats: dict[str, Stat]) -> None:
         """Add this step's sums to the stage's running totals (no host sync)."""
-        totals = self._sums.setdefault(stage, {})
+        totals = self._sums.get(stage)
+        if totals is None:
+            self._sums[stage] = {
+                k: v.detach().float().clone() if isinstance(v, torch.Tensor) else v for k, v in stats.items()
+            }
+            return
         for k, v in stats.items():
-            v = v.detach().float()
-            totals[k] = totals[k] + v if k in totals else v
+            if isinstance(v, torch.Tensor):
+                totals[k].add_(v.detach())  # type: ignore[union-attr]
+            else:
+                totals[k] += v  # type: ignore[operator]
 
     def take(self, stage: str) -> dict[str, float]:
         """``{stage}_{stat}`` means over the epoch and all ranks; resets the stage."""
@@ -54,13 +67,20 @@ class EpochTask(L.LightningModule):
         if not totals:
             return {}
         keys = sorted(totals)
-        reduced = self.trainer.strategy.reduce(torch.stack([totals[k] for k in keys]), reduce_op="sum")
+        device = next((v.device for v in totals.values() if isinstance(v, torch.Tensor)), self.device)
+        local = torch.stack([torch.as_tensor(totals[k], dtype=torch.float32, device=device) for k in keys])
+        reduced = self.trainer.strategy.reduce(local, reduce_op="sum")
         values = dict(zip(keys, reduced.tolist()))  # the one host sync of the epoch
         return {f"{stage}_{k}": values[k] / max(values[n], 1.0) for k, n in self.MEANS.items() if k in values}
 
+    def stage_metrics(self, stage: str) -> dict[str, float]:
+        """The stage's epoch numbers: :meth:`take`'s means (subclasses add their own)."""
+        return self.take(stage)
+
+    # -- epoch ends --------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
-        """Keep the validation means for the training epoch's record (validation runs first)."""
-        val = self.take("val")
+        """Keep the validation numbers for the training epoch's record (validation runs first)."""
+        val = self.stage_metrics("val")
         if self.trainer.sanity_checking:
             return
         self._val = val
@@ -71,21 +91,28 @@ class EpochTask(L.LightningModule):
         self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_train_epoch_end(self) -> None:
-        """The epoch's record: train and validation means, their gaps, the learning rate."""
-        row: dict[str, float] = {"epoch": float(self.current_epoch), **self.take("train"), **self._val}
+        """The epoch's record: train and validation numbers, their gaps, the learning rate."""
+        row: dict[str, float] = {"epoch": float(self.current_epoch), **self.stage_metrics("train"), **self._val}
         for k in ("acc", "loss"):
             if f"train_{k}" in row and f"val_{k}" in row:
                 gap = row[f"train_{k}"] - row[f"val_{k}"]
                 row[f"gap_{k}"] = gap if k == "acc" else -gap  # both positive when overfitting
         row["lr"] = self._epoch_lr
+        # the validation numbers were logged when validation ended; each key logged costs ~1 ms
+        self.log_dict({k: v for k, v in row.items() if k != "epoch" and k not in self._val}, sync_dist=False)
         self._val = {}
         self.history.append(row)
-        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
-        """Final test means."""
-        self.test_results = self.take("test")
+        """Final test numbers."""
+        self.test_results = self.stage_metrics("test")
         self.log_dict(self.test_results, sync_dist=False)
+
+    # -- configuration -----------------------------------------------------------------------
+    def configure_callbacks(self) -> list[Any]:
+        """Callbacks the model asks for (a transfer model's gradual unfreezing), merged into the Trainer's."""
+        hook = getattr(self.model, "callbacks", None)
+        return list(hook()) if callable(hook) else []
 
     def configure_optimizers(self) -> Any:
         """Optimiser and schedule from the config's registries."""

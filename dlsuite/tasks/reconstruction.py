@@ -51,7 +51,7 @@ class ReconstructionTask(EpochTask):
         x = batch[0]  # labels, if any, are not used
         x_hat, kl = self(x)
         loss = self.recon_loss(x_hat, x) + self.cfg.task.kl_weight * kl
-        n = torch.tensor(float(len(x)), device=x.device)
+        n = len(x)  # a host int: no host-to-device copy in the step
         mse = F.mse_loss(x_hat.detach(), x)
         self.add(stage, {"loss": loss * n, "mse": mse * n, "kl": kl * n, "n": n})
         return loss

@@ -6,9 +6,13 @@ validation, ended KILLED on signals) and an epoch's train and validation metrics
 
 A write costs tens of milliseconds with the SQLite store (12 ms of CPU and an fsync on the 2-core
 CPU), as much as a whole epoch of a small model. So finished epochs are written at most every
-``min_interval_s`` seconds, in one asynchronous ``log_batch`` that runs while training goes on;
+``min_interval_s`` seconds, in one ``log_batch`` on a writer thread while training goes on;
 ``flush`` (end of fit, failure, interruption) writes what is left and waits for every write.
 A ``kill -9`` can therefore lose the last ``min_interval_s`` of epoch metrics, no more.
+
+The writer is a thread of this logger, not MLflow's ``synchronous=False`` queue: that queue's thread
+polls with a one-second timeout, and ending the run joins it, which added up to a second to every
+run (and so to every trial of a study).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from argparse import Namespace
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lightning.pytorch.loggers.logger import Logger
@@ -33,7 +38,8 @@ class EpochMLflowLogger(Logger):
         self._buffer: dict[str, float] = {}
         self._epoch: int | None = None
         self._ready: list[Any] = []  # finished epochs' Metric records, not yet written
-        self._writes: list[Any] = []  # pending asynchronous writes (RunOperations)
+        self._writes: list[Future[None]] = []  # pending writes on the writer thread
+        self._writer: ThreadPoolExecutor | None = None
         self._last_write = -math.inf  # the first finished epoch is written at once (seen early in the UI)
         self.seconds = 0.0
         """Wall time the training loop spent on MLflow writes, the final flush excepted (the
@@ -75,16 +81,22 @@ class EpochMLflowLogger(Logger):
         # The previous write was queued at least min_interval_s ago and is normally done: waiting
         # for it costs nothing then, and holds the queue to one write when the store is slow.
         for op in self._writes:
-            op.wait()  # raises if a write failed
+            op.result()  # raises if a write failed
         self._writes = []
-        for i in range(0, len(self._ready), 1000):  # MLflow takes at most 1000 metrics a batch
-            op = self.client.log_batch(self.run_id, metrics=self._ready[i : i + 1000], synchronous=False)
-            self._writes.append(op)
+        if self._ready:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlsuite-mlflow")
+            for i in range(0, len(self._ready), 1000):  # MLflow takes at most 1000 metrics a batch
+                batch = self._ready[i : i + 1000]
+                self._writes.append(self._writer.submit(self.client.log_batch, self.run_id, metrics=batch))
         self._ready = []
         if wait:
             for op in self._writes:
-                op.wait()
+                op.result()
             self._writes = []
+            if self._writer is not None:  # idle: its thread ends at once (made again if needed)
+                self._writer.shutdown(wait=True)
+                self._writer = None
         self._last_write = time.perf_counter()
         if not wait:
             self.seconds += self._last_write - start
