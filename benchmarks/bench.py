@@ -348,7 +348,45 @@ def bench_study(spec: str, overrides: Sequence[str] = ()) -> dict[str, Any] | No
         exps = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(exps, max_results=10_000)
         trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return {"spec": str(path), "trials": len(trials), "wall_s": wall, "trials_per_hour": 3600 * len(trials) / wall}
+        out = {"spec": str(path), "trials": len(trials), "wall_s": wall, "trials_per_hour": 3600 * len(trials) / wall}
+        out.update(trial_overhead(Path(tmp)))
+    return out
+
+
+def trial_overhead(workdir: Path) -> dict[str, float]:
+    """Fixed cost per trial: the Optuna trial's wall time minus its ``trainer.fit`` time (the run's
+    ``fit_time_s``), i.e. data, model, MLflow run, test pass, plots and artifacts; medians."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from dlsuite.hpo.runner import RUN_ID_ATTR
+    from dlsuite.hpo.storage import open_storage, resolve_storage
+
+    cwd = Path.cwd()
+    try:
+        os.chdir(workdir)  # the study's default storage is relative to where it ran
+        storage = open_storage(resolve_storage(None))
+    finally:
+        os.chdir(cwd)
+    client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
+    totals, overheads = [], []
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in study.get_trials(deepcopy=False):
+            if t.datetime_start is None or t.datetime_complete is None or RUN_ID_ATTR not in t.user_attrs:
+                continue
+            fit = client.get_run(t.user_attrs[RUN_ID_ATTR]).data.metrics.get("fit_time_s")
+            if fit is not None:
+                total = (t.datetime_complete - t.datetime_start).total_seconds()
+                totals.append(total)
+                overheads.append(total - fit)
+    if not overheads:
+        return {}
+    return {
+        "trial_s_median": statistics.median(totals),
+        "overhead_s_median": statistics.median(overheads),
+        "overhead_fraction": sum(overheads) / sum(totals),
+    }
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -434,6 +472,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"\nstudy {study['spec']}: {study['trials']} trials in {study['wall_s']:.0f} s = "
                 f"{study['trials_per_hour']:.0f} trials/hour"
             )
+            if "overhead_s_median" in study:
+                print(
+                    f"per trial: median {study['trial_s_median']:.1f} s, of which fixed overhead (outside "
+                    f"trainer.fit) {study['overhead_s_median']:.1f} s; overhead {study['overhead_fraction']:.1%} "
+                    "of trial time"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     return report
