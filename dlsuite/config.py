@@ -314,6 +314,9 @@ class DiagnosticsConfig(Section):
     """Sample gradients and activations every N training steps (and on each epoch's first step)."""
     sparsity_threshold: float = Field(1e-3, ge=0.0)
     """A weight counts as zero (sparsity) when its magnitude is below this."""
+    plots: bool = True
+    """Draw the four summary PNGs at the end of the run (the numbers are logged every epoch either
+    way). Study trials default to off: the PNGs cost about 0.9 s a run on the 2-core CPU."""
 
 
 class TrackingConfig(Section):

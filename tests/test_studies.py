@@ -110,6 +110,15 @@ def test_budget_and_compare_schema_are_checked(store: str, tmp_path: Path) -> No
     assert spec.n_trials == 10 and spec.seeds == [0, 1, 2, 3, 4]  # 5 seeds by default
 
 
+def test_trials_skip_diagnostics_pngs_unless_the_study_asks(tmp_path: Path) -> None:
+    spec = load_study_spec(write_study(tmp_path, SEARCH))
+    cfg = spec.run_config({"optim.lr": 0.01, "data.batch_size": 32})
+    assert cfg.tracking.diagnostics.enabled and not cfg.tracking.diagnostics.plots  # numbers yes, PNGs no
+    assert not cfg.trainer.progress_bar and cfg.trainer.devices == 1
+    asked = load_study_spec(write_study(tmp_path, SEARCH), ["run.tracking.diagnostics.plots=true"])
+    assert asked.run_config({"optim.lr": 0.01, "data.batch_size": 32}).tracking.diagnostics.plots
+
+
 def test_gpu_assignment_is_round_robin() -> None:
     assert assign_gpus(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]
     assert assign_gpus(2, None) == [None, None]

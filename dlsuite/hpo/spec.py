@@ -242,6 +242,11 @@ class StudySpec(_Strict):
         tracking = data.setdefault("tracking", {})
         if isinstance(tracking, dict):
             tracking["experiment"] = self.mlflow_experiment
+            diagnostics = tracking.setdefault("diagnostics", {})
+            if isinstance(diagnostics, dict):
+                # Per-trial diagnostics PNGs took most of a small trial's fixed cost; the numbers are
+                # still logged every epoch. A base config or override that sets the key is obeyed.
+                diagnostics.setdefault("plots", False)
         trainer = data.setdefault("trainer", {})
         if isinstance(trainer, dict):
             trainer["progress_bar"] = False  # parallel workers would interleave bars

@@ -133,14 +133,16 @@ class EpochTimer(Callback):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
     def summary(self, compiled: bool = False) -> dict[str, float]:
-        """``epoch_time_s`` (median after the first epoch), ``steps_per_s`` over epochs after the
-        first, and ``compile_time_s`` (first epoch's excess over the median) when compiling."""
+        """``epoch_time_s`` (median after the first epoch), ``train_time_s`` (all epochs),
+        ``steps_per_s`` over epochs after the first, and ``compile_time_s`` (first epoch's excess
+        over the median) when compiling."""
         secs = self.epoch_seconds
         if not secs:
             return {}
         later = secs[1:] or secs
         median = statistics.median(later)
-        out = {"epoch_time_s": median}
+        # the training loop alone (validation included): fit_time_s adds set-up and end-of-fit plots
+        out = {"epoch_time_s": median, "train_time_s": self.marks[-1] - self.marks[0]}
         steps = self.steps[-1] - (self.steps[1] if len(secs) > 1 else self.steps[0])
         elapsed = self.marks[-1] - (self.marks[1] if len(secs) > 1 else self.marks[0])
         if steps > 0 and elapsed > 0:

@@ -57,5 +57,5 @@ def technique_callbacks(cfg: RunConfig) -> list[Callback]:
     if r.ensemble is not None and r.ensemble.method == "snapshot":
         out.append(SnapshotEnsemble(cfg))
     if cfg.tracking.diagnostics.enabled:
-        out.append(Diagnostics(cfg.tracking.diagnostics, plots=cfg.tracking.plots))
+        out.append(Diagnostics(cfg.tracking.diagnostics, plots=cfg.tracking.plots and cfg.tracking.diagnostics.plots))
     return out
