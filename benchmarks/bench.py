@@ -324,7 +324,7 @@ def study_available() -> bool:
     return "study" in sub.choices
 
 
-def bench_study(spec: str, overrides: Sequence[str] = ()) -> dict[str, Any] | None:
+def bench_study(spec: str, overrides: Sequence[str] = (), workers: int = 1) -> dict[str, Any] | None:
     """Trials per hour of ``dlsuite study run SPEC`` in a fresh store; None (with a message) when
     this checkout has no ``study`` command."""
     if not study_available():
@@ -332,8 +332,10 @@ def bench_study(spec: str, overrides: Sequence[str] = ()) -> dict[str, Any] | No
         return None
     path = (Path(spec) if Path(spec).is_absolute() else ROOT / spec).resolve()
     with tempfile.TemporaryDirectory(prefix="dlsuite-bench-study-") as tmp:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlruns/mlflow.db", "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "dlsuite", "study", "run", str(path)]
+        # this checkout first, then whatever the caller had on the path (packages carried to a GPU machine)
+        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlruns/mlflow.db", "PYTHONPATH": pythonpath}
+        cmd = [sys.executable, "-m", "dlsuite", "study", "run", str(path), "--workers", str(workers)]
         if overrides:
             cmd += ["--set", *overrides]
         start = time.perf_counter()
@@ -348,7 +350,13 @@ def bench_study(spec: str, overrides: Sequence[str] = ()) -> dict[str, Any] | No
         exps = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(exps, max_results=10_000)
         trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        out = {"spec": str(path), "trials": len(trials), "wall_s": wall, "trials_per_hour": 3600 * len(trials) / wall}
+        out = {
+            "spec": str(path),
+            "workers": workers,
+            "trials": len(trials),
+            "wall_s": wall,
+            "trials_per_hour": 3600 * len(trials) / wall,
+        }
         out.update(trial_overhead(Path(tmp)))
     return out
 
@@ -428,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="further config overrides")
     p.add_argument("--study", metavar="SPEC", help="also time `dlsuite study run SPEC` (e.g. studies/quick.yaml)")
     p.add_argument("--study-set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for the study")
+    p.add_argument(
+        "--study-workers", type=int, default=1, help="worker processes for the study (pinned to every visible GPU)"
+    )
     p.add_argument("--tiny", action="store_true", help="a few steps of tiny models: checks the harness runs")
     p.add_argument("--uri", help="MLflow store for dlsuite's runs (default: a temporary one)")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
@@ -466,12 +477,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(format_report(info, results, args.repeats, device))
     if args.study:
-        study = bench_study(args.study, args.study_set)
+        study = bench_study(args.study, args.study_set, args.study_workers)
         report["study"] = study
         if study:
             print(
-                f"\nstudy {study['spec']}: {study['trials']} trials in {study['wall_s']:.0f} s = "
-                f"{study['trials_per_hour']:.0f} trials/hour"
+                f"\nstudy {study['spec']}, {study['workers']} worker(s): {study['trials']} trials in "
+                f"{study['wall_s']:.0f} s = {study['trials_per_hour']:.0f} trials/hour"
             )
             if "overhead_s_median" in study:
                 print(

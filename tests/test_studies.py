@@ -12,7 +12,9 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
+from torch import nn
 
 from dlsuite.cli import main
 from dlsuite.errors import ConfigError
@@ -20,6 +22,7 @@ from dlsuite.hpo.report import list_studies
 from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import assign_gpus, open_study, run_study
+from dlsuite.models.api import MODELS, register_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "configs" / "mnist1d_cnn.yaml"
@@ -398,3 +401,67 @@ def test_cmaes_is_usable_or_refused_naming_its_package(store: str, tmp_path: Pat
             load_study_spec(path)
     else:
         assert load_study_spec(path).sampler.name == "cmaes"
+
+
+# -- GPU: run by a session with a lent GPU (`pytest -m gpu`); skipped with a reason elsewhere -----------
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+class _CudaHog(nn.Module):
+    """A linear classifier that, on a CUDA input, first asks for ``hog_gib`` GiB of device memory."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hog_gib: float) -> None:
+        super().__init__()
+        self.hog_gib = hog_gib
+        self.head = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.hog_gib:
+            torch.empty(int(self.hog_gib * 2**30), dtype=torch.uint8, device=x.device)  # more than any GPU has
+        return self.head(x.flatten(1))
+
+
+def _register_cuda_hog() -> None:
+    # Registered by the GPU test alone, so that no other test's listing of models sees it.
+    if "test_cuda_hog" in MODELS:
+        return
+
+    @register_model("test_cuda_hog")
+    def _cuda_hog(
+        input_shape: tuple[int, ...], num_classes: int, *, channels: int = 8, depth: int = 3, hog_gib: float = 0.0
+    ) -> nn.Module:
+        """Test model: ``channels`` and ``depth`` are accepted (the base config sets them) and unused."""
+        return _CudaHog(input_shape, num_classes, hog_gib)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_oom_trial_is_recorded_and_the_study_goes_on(store: str, tmp_path: Path) -> None:
+    _register_cuda_hog()
+    body = "space:\n  model.hog_gib: [0.0, 100000.0]\nmetric: test_acc\nn_trials: 2\n"
+    path = write_study(tmp_path, body, name="oom")
+    spec = load_study_spec(path, ["model.name=test_cuda_hog", "trainer.accelerator=gpu"])
+    study = open_study(spec, resolve_storage())
+    study.enqueue_trial({"model.hog_gib": 100000.0})
+    study.enqueue_trial({"model.hog_gib": 0.0})
+    run_study(spec, report=False)
+    trials = load("oom").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "CUDA out of memory" in trials[0].user_attrs["fail_reason"]
+    run = mlflow.MlflowClient(store).get_run(trials[0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "out of memory" in run.data.tags["dlsuite.error"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.slow
+def test_parallel_workers_share_a_gpu(store: str, tmp_path: Path) -> None:
+    path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 4"), name="gpus")
+    spec = load_study_spec(path, ["trainer.max_epochs=1", "trainer.accelerator=gpu"])
+    result = run_study(spec, workers=2, gpus=["0"], report=False)
+    assert result.worker_codes == [0, 0]
+    children = [r for r in runs(store, "gpus") if "optuna.trial" in r.data.tags]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    # each worker saw exactly the one GPU it was pinned to
+    devices = {r.data.params["env.device"] for r in children}
+    assert all(d.startswith("cuda:") and d.endswith(" x1") for d in devices), devices
