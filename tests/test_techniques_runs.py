@@ -15,6 +15,7 @@ from dlsuite.cli import main
 from dlsuite.config import load_config
 from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
+from dlsuite.train.protocols import mean_history
 from dlsuite.train.run import TrainingDiverged, train
 from dlsuite.train.tune import tune_batch_size, tune_lr
 
@@ -171,13 +172,27 @@ def test_kfold_makes_one_child_per_fold_and_records_mean_and_std(store: str) -> 
 
 @pytest.mark.slow
 def test_bagging_trains_members_on_bootstrap_samples(store: str) -> None:
-    res = train(tiny_config(*QUIET, "trainer.max_epochs=1", "regularization.ensemble={method: bagging, members: 2}"))
+    res = train(tiny_config(*QUIET, "trainer.max_epochs=2", "regularization.ensemble={method: bagging, members: 2}"))
     runs = _runs(store)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == res.run_id]
     assert sorted(r.data.params["data.bootstrap_seed"] for r in children) == ["0", "1"]
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
     assert res.metrics["ensemble_members"] == 2 and 0 <= res.metrics["ensemble_test_acc"] <= 1
-    assert "ensemble_test_acc" in _client(store).get_run(res.run_id).data.metrics
+    client = _client(store)
+    assert "ensemble_test_acc" in client.get_run(res.run_id).data.metrics
+    # The parent carries the members' mean curves and final gap, so reports treat it like one run.
+    gaps = [client.get_run(c.info.run_id).data.metrics["final_gap_acc"] for c in children]
+    assert res.metrics["final_gap_acc"] == pytest.approx(sum(gaps) / 2)
+    history = client.get_metric_history(res.run_id, "gap_acc")
+    assert sorted(m.step for m in history) == [0, 1] and [r["epoch"] for r in res.history] == [0.0, 1.0]
+    assert res.metrics["test_acc"] == res.metrics["ensemble_test_acc"]  # the ensemble's own figure wins
+
+
+def test_mean_history_keeps_the_epochs_and_numbers_every_member_has() -> None:
+    a = [{"epoch": 0.0, "val_acc": 0.5, "lr": 0.1}, {"epoch": 1.0, "val_acc": 0.7}]
+    b = [{"epoch": 0.0, "val_acc": 0.3}]  # stopped early, no lr recorded
+    assert mean_history([a, b]) == [{"epoch": 0.0, "val_acc": pytest.approx(0.4)}]
+    assert mean_history([]) == []
 
 
 def test_diagnostics_are_logged_with_plots(store: str) -> None:

@@ -53,7 +53,27 @@ def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str
     return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id)
 
 
-def _log_parent(tracked: TrackedRun, cfg: RunConfig, metrics: dict[str, float]) -> None:
+def mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Per-epoch means over the members, for the epochs every member trained (early stopping may end
+    some sooner) and the numbers every member recorded in them."""
+    n = min((len(h) for h in histories), default=0)
+    out = []
+    for e in range(n):
+        rows = [h[e] for h in histories]
+        keys = set.intersection(*(set(r) for r in rows)) - {"epoch"}
+        out.append({"epoch": float(e), **{k: float(np.mean([r[k] for r in rows])) for k in sorted(keys)}})
+    return out
+
+
+def member_finals(results: list[Any]) -> dict[str, float]:
+    """Mean over the members of their own end-of-run numbers (``final_gap_acc``, ``best_val_acc``...)."""
+    keys = [k for k in results[0].metrics if k.startswith(("final_", "best_val_"))] if results else []
+    return {k: float(np.mean([r.metrics[k] for r in results])) for k in keys if all(k in r.metrics for r in results)}
+
+
+def _log_parent(
+    tracked: TrackedRun, cfg: RunConfig, metrics: dict[str, float], history: list[dict[str, float]]
+) -> None:
     from mlflow.entities import Metric, Param
 
     from dlsuite.tracking.env import environment
@@ -65,6 +85,10 @@ def _log_parent(tracked: TrackedRun, cfg: RunConfig, metrics: dict[str, float]) 
     tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
     ts = int(time.time() * 1000)
     finite = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if math.isfinite(v)]
+    # the members' mean learning curves, one step per epoch, as a single run logs its own
+    for row in history:
+        step = int(row["epoch"])
+        finite += [Metric(k, v, ts, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
     for i in range(0, len(finite), 500):
         tracked.client.log_batch(tracked.run_id, metrics=finite[i : i + 500])
 
@@ -87,11 +111,14 @@ def _run_children(
             train(child, parent_run_id=pid, tags={**(tags or {}), **child_tags}, callbacks=callbacks)
             for child, child_tags in members
         ]
-        metrics = summarize(results)
+        # The parent reads like one run to reports and studies: members' mean curves and final numbers
+        # (the protocol's own figures, such as the ensemble's test accuracy, take precedence).
+        history = mean_history([r.history for r in results])
+        metrics = {**member_finals(results), **summarize(results)}
         if parent is not None:
-            _log_parent(parent, cfg, metrics)
+            _log_parent(parent, cfg, metrics, history)
     status = parent.status if parent is not None else "FINISHED"
-    return RunResult(pid, status, metrics, [], None)
+    return RunResult(pid, status, metrics, history, None)
 
 
 def cross_validate(
