@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
 from dlsuite.config import RunConfig
 from dlsuite.tasks.epoch import EpochTask
@@ -36,12 +36,8 @@ class ClassificationTask(EpochTask):
         super().__init__(model, cfg, num_classes, input_shape)
         self.loss_fn = create_loss(cfg)
         self.objective = TrainObjective(cfg, input_shape)  # augmentation, mixup / cutmix, L1 / L2 penalties
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
+        # Accuracy comes from the device-side sums (EpochTask); torchmetrics adds what sums cannot give.
+        metrics = MetricCollection({"f1": MulticlassF1Score(num_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self.confusion = MulticlassConfusionMatrix(num_classes)
@@ -81,7 +77,7 @@ class ClassificationTask(EpochTask):
 
     # -- epoch ends --------------------------------------------------------------------------
     def stage_metrics(self, stage: str) -> dict[str, float]:
-        """Mean loss and accuracy; on validation and test also torchmetrics' accuracy and macro-F1."""
+        """Mean loss and accuracy; on validation and test also torchmetrics' macro-F1."""
         out = self.take(stage)
         collection = {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
         if collection is not None:
