@@ -41,9 +41,9 @@ def _quiet() -> None:
 # -- train ------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run from a YAML config plus overrides."""
-    from dlsuite.config import load_config
+    from dlsuite.build import load_run_config
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_run_config(args.config, args.set)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

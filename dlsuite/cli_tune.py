@@ -12,10 +12,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_tune_lr(args: argparse.Namespace) -> int:
     """Run the learning-rate range test; log the curve (plot) and the suggestion (param) to MLflow."""
-    from dlsuite.config import load_config
+    from dlsuite.build import load_run_config
     from dlsuite.train.tune import tune_lr
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_run_config(args.config, args.set)
     result = tune_lr(cfg, min_lr=args.min_lr, max_lr=args.max_lr, num_training=args.num_training)
     print(f"suggested learning rate: {result.suggestion} (run {result.run_id or '(untracked)'})")
     print(f"use it with: --set optim.lr={result.suggestion:.3g}" if result.suggestion else "no suggestion")
@@ -33,10 +33,10 @@ def add_tune_lr(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def cmd_tune_batch_size(args: argparse.Namespace) -> int:
     """Find the largest batch size that fits (doubling until out of memory); log throughput per size to MLflow."""
-    from dlsuite.config import load_config
+    from dlsuite.build import load_run_config
     from dlsuite.train.tune import tune_batch_size
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_run_config(args.config, args.set)
     result = tune_batch_size(
         cfg, init_val=args.init, max_trials=args.max_trials, steps_per_trial=args.steps, mode=args.mode
     )

@@ -1,8 +1,9 @@
 """The typed run configuration: one object per run, read from YAML plus ``--set key=value`` overrides.
 
 Sections follow the data flow: ``data`` -> ``model`` -> ``task`` (loss, metrics) -> ``optim`` (optimiser,
-schedule, clipping) -> ``regularization`` -> ``trainer`` -> ``tracking``. Every field is validated before
-anything runs, so a bad config writes nothing. Names refer to registries (``dlsuite list KIND``).
+schedule, clipping) -> ``regularization`` -> ``trainer`` -> ``tracking``. This module is data only: it
+imports nothing else of the suite. Types and ranges are checked here; names (``dlsuite list KIND``) and
+everything across sections by :func:`dlsuite.build.validate`, before anything runs.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ class TrackingConfig(Section):
     """Record the run in MLflow."""
     uri: str | None = None
     """Tracking URI; default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns/mlflow.db``."""
-    experiment: str = "dlsuite"
+    experiment: str = Field("dlsuite", min_length=1)
     """MLflow experiment name."""
     run_name: str | None = None
     """Run name; default ``<model>-<dataset>``."""
@@ -345,7 +346,7 @@ class RunConfig(Section):
 
     name: str | None = None
     """Name of the config (defaults to the YAML file's stem)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seed for weights, shuffling and augmentation (the data split has its own, ``data.split_seed``)."""
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -354,13 +355,6 @@ class RunConfig(Section):
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-
-    @model_validator(mode="after")
-    def _names_are_registered(self) -> RunConfig:
-        from dlsuite.catalog import check_names
-
-        check_names(self)
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested data (JSON/YAML-safe), model knobs included."""

@@ -2,20 +2,43 @@
 
 A config never holds code: it names things, and each kind (models, datasets, optimizers, ...) has a
 :class:`Registry` that maps those names to builders. ``dlsuite list KIND`` prints a registry.
+
+An entry can be *lazy*: registered as a ``"module:attr"`` string and imported on first :meth:`get`.
+Checking that a name exists (``name in REG``, :meth:`names`) never imports it, so validating a config
+or listing names does not pay for Lightning, Optuna or torchvision.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from dlsuite.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
 #: Every registry by kind name, in creation order; ``dlsuite list`` reads this.
-REGISTRIES: dict[str, Registry] = {}  # type: ignore[type-arg]
+REGISTRIES: dict[str, Registry[Any]] = {}
+
+
+class _Lazy:
+    """A registered ``"module:attr"`` target, imported on first use."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        if ":" not in target:
+            raise ValueError(f"a lazy registry target is 'module:attr', got {target!r}")
+        self.target = target
+
+    def load(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
 
 
 class Registry(Generic[T]):
@@ -31,7 +54,7 @@ class Registry(Generic[T]):
             raise ValueError(f"a registry for {kind!r} exists already")
         self.kind = kind
         self.help = help
-        self._items: dict[str, T] = {}
+        self._items: dict[str, T | _Lazy] = {}
         REGISTRIES[kind] = self
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -44,21 +67,43 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, name: str, obj: T) -> None:
-        """Register ``obj`` under ``name``; a name can be registered once only."""
-        if name in self._items:
+        """Register ``obj`` under ``name``; a name can be registered once only (a lazy entry of
+        the same name is replaced by the object its module registers when imported)."""
+        if name in self._items and not isinstance(self._items[name], _Lazy):
             raise ValueError(f"{self.kind}: {name!r} is registered already")
         self._items[name] = obj
 
+    def add_lazy(self, name: str, target: str) -> None:
+        """Register ``"module:attr"`` under ``name``, imported on first :meth:`get`."""
+        if name in self._items:
+            raise ValueError(f"{self.kind}: {name!r} is registered already")
+        self._items[name] = _Lazy(target)
+
     def get(self, name: str, *, what: str | None = None) -> T:
-        """Look a name up, or raise a :class:`ConfigError` listing the valid names."""
+        """Look a name up (importing a lazy entry), or raise a :class:`ConfigError` listing the valid names."""
         try:
-            return self._items[name]
+            item = self._items[name]
         except KeyError:
-            label = what or self.kind.rstrip("s")
-            raise ConfigError(
-                f"unknown {label} {name!r}{did_you_mean(str(name), self._items)}; "
-                f"valid: {', '.join(sorted(self._items))}"
-            ) from None
+            raise ConfigError(self.unknown(name, what)) from None
+        if isinstance(item, _Lazy):
+            obj = item.load()
+            # importing the module may have registered the object itself (a decorator)
+            current = self._items[name]
+            item = cast(T, obj) if isinstance(current, _Lazy) else current
+            self._items[name] = item
+        return cast(T, item)
+
+    def check(self, name: str, *, what: str | None = None) -> None:
+        """Raise :class:`ConfigError` unless ``name`` is registered; imports nothing."""
+        if name not in self._items:
+            raise ConfigError(self.unknown(name, what))
+
+    def unknown(self, name: object, what: str | None = None) -> str:
+        """The message for a name this registry does not know."""
+        label = what or self.kind.rstrip("s")
+        return (
+            f"unknown {label} {name!r}{did_you_mean(str(name), self._items)}; valid: {', '.join(sorted(self._items))}"
+        )
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
@@ -74,7 +119,7 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
-def get_registry(kind: str) -> Registry:  # type: ignore[type-arg]
+def get_registry(kind: str) -> Registry[Any]:
     """The registry of ``kind``, or a :class:`ConfigError` listing the kinds."""
     import dlsuite.catalog  # noqa: F401  (importing fills every registry)
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from dlsuite.config import RunConfig, load_config
+from dlsuite.build import load_run_config
+from dlsuite.config import RunConfig
 
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
 
@@ -40,8 +41,8 @@ TINY = [
 
 
 def tiny_config(*overrides: str, base: str | None = None, **_: Any) -> RunConfig:
-    """A seconds-long MNIST-1D CNN config, with further ``key=value`` overrides."""
-    return load_config(base, [*TINY, *overrides])
+    """A seconds-long MNIST-1D CNN config, with further ``key=value`` overrides (validated)."""
+    return load_run_config(base, [*TINY, *overrides])
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dlsuite.build import load_run_config
 from dlsuite.config import load_config
 from dlsuite.errors import ConfigError
 
@@ -64,14 +65,14 @@ def test_bad_values_name_what_is_wrong(overrides: list[str], message: str) -> No
     from dlsuite.models import create_model
 
     with pytest.raises(ConfigError) as err:
-        cfg = load_config(None, overrides)
+        cfg = load_run_config(None, overrides)
         create_model(cfg.model.name, (1, 40), 10, **cfg.model.knobs)
     assert message in str(err.value)
 
 
 def test_unknown_registry_name_lists_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"valid: .*adam.*sgd"):
-        load_config(None, ["optim.name=nope"])
+        load_run_config(None, ["optim.name=nope"])
 
 
 def test_malformed_yaml_reports_the_line(tmp_path: Path) -> None:

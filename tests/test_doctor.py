@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from dlsuite.build import load_run_config
 from dlsuite.cli import main
 from dlsuite.compare.doctor import diagnose, diagnose_run, remedy_study, write_remedy_study
-from dlsuite.compare.studyfile import load_compare_study
-from dlsuite.config import load_config
+from dlsuite.hpo.spec import load_study_spec
 from dlsuite.train.run import train
 from tests.conftest import tiny_config
 
@@ -64,8 +64,9 @@ def test_overfitting_run_gets_overfitting_remedies(
     assert main(["doctor", result.run_id, "--out", str(out), "--seeds", "3"]) == 0
     printed = capsys.readouterr().out
     assert "OVERFITTING" in printed and "remedy study written" in printed
-    study, configs = load_compare_study(out)
-    assert study["seeds"] == [0, 1, 2] and set(configs) == {"baseline", *OVERFIT_REMEDIES}
+    spec = load_study_spec(out)  # the doctor's study loads through the one study schema
+    configs = {v: spec.run_config(variant=v) for v in spec.variants}
+    assert spec.seeds == [0, 1, 2] and set(configs) == {"baseline", *OVERFIT_REMEDIES}
     assert configs["baseline"].model.knobs["channels"] == 64 and configs["baseline"].data.train_samples == 100
     assert configs["dropout"].model.knobs["dropout"] == 0.3
     assert configs["weight_decay"].optim.name == "adamw" and configs["weight_decay"].optim.weight_decay == 0.01
@@ -101,7 +102,8 @@ def test_underfitting_run_gets_capacity_remedies_and_gradients_are_read(store: s
     assert {"batch_norm", "kaiming_init"} <= set(d.variants)
 
     path = write_remedy_study(d, tmp_path / "u.yaml", seeds=2)
-    _, configs = load_compare_study(path)
+    spec = load_study_spec(path)
+    configs = {v: spec.run_config(variant=v) for v in spec.variants}
     assert configs["batch_norm"].model.knobs["norm"] == "batch"
     assert configs["longer_training"].trainer.max_epochs == 4
 
@@ -122,7 +124,7 @@ def test_doctor_refuses_unknown_and_unfinished_runs(store: str, capsys: pytest.C
 
 
 def test_rules_on_synthetic_histories() -> None:
-    cfg = load_config(None, ["model.name=mlp", "model.activation=sigmoid", "data.train_samples=200"])
+    cfg = load_run_config(None, ["model.name=mlp", "model.activation=sigmoid", "data.train_samples=200"])
     # overfitting shown by the validation loss alone (accuracy gap small)
     d = diagnose(_epochs([0.9] * 10, [0.88] * 10, [1.0, 0.8, 0.6, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0]), cfg)
     assert d.verdict == "overfitting" and any("turned up" in e for e in d.evidence)
@@ -131,7 +133,7 @@ def test_rules_on_synthetic_histories() -> None:
     good = diagnose(_epochs([0.5, 0.8, 0.95, 0.97, 0.97, 0.97], [0.5, 0.78, 0.93, 0.95, 0.95, 0.95]), cfg)
     assert good.verdict == "good fit" and good.variants == {}
     # a linear model that cannot fit: an MLP is proposed
-    lin = load_config(None, ["model.name=linear", "model.channels=null"])
+    lin = load_run_config(None, ["model.name=linear", "model.channels=null"])
     d = diagnose(_epochs([0.3] * 6, [0.29] * 6), lin)
     assert d.verdict == "underfitting" and d.variants["bigger_model"] == ["model.name=mlp"]
     # exploding gradients and saturated sigmoids propose clipping and ReLU

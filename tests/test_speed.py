@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from torch import nn
 
 from benchmarks import bench
-from dlsuite.config import load_config
+from dlsuite.build import load_run_config
 from dlsuite.data import create_datamodule
 from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
@@ -74,8 +74,8 @@ def test_compile_keeps_state_dict_keys() -> None:
 def test_channels_last_same_result_on_images(store: str) -> None:
     # 2-D convs on the 8x8 digits: NHWC changes only the memory layout, not the numbers (beyond rounding).
     base = ["data.name=digits", "model.channels=8", "model.depth=2", "data.train_samples=400", *LEARN[:1], *LEARN[2:]]
-    plain = train(load_config(None, [*base, "trainer.progress_bar=false"]))
-    fast = train(load_config(None, [*base, "trainer.progress_bar=false", "trainer.channels_last=true"]))
+    plain = train(load_run_config(None, [*base, "trainer.progress_bar=false"]))
+    fast = train(load_run_config(None, [*base, "trainer.progress_bar=false", "trainer.channels_last=true"]))
     assert abs(plain.metrics["test_acc"] - fast.metrics["test_acc"]) <= 0.03
     assert math.isclose(plain.metrics["final_train_loss"], fast.metrics["final_train_loss"], rel_tol=1e-3)
     conv = next(m for m in fast.task.model.modules() if isinstance(m, nn.Conv2d))
@@ -139,12 +139,12 @@ def test_epoch_timer_counts_steps_after_the_first_epoch() -> None:
 
 
 def test_synthetic_dataset_shapes_and_bad_args(data_cache: Path) -> None:
-    cfg = load_config(None, ["data.name=synthetic", "data.args={shape: [3, 8, 8], num_train: 50, num_test: 10}"])
+    cfg = load_run_config(None, ["data.name=synthetic", "data.args={shape: [3, 8, 8], num_train: 50, num_test: 10}"])
     dm = create_datamodule(cfg.data)
     dm.prepare()
     assert dm.input_shape == (3, 8, 8) and dm.num_classes == 10
     assert len(dm.splits["test"][1]) == 10
-    bad = load_config(None, ["data.name=synthetic", "data.args={shape: [0, 8]}"])
+    bad = load_run_config(None, ["data.name=synthetic", "data.args={shape: [0, 8]}"])
     with pytest.raises(ConfigError, match="shape"):
         create_datamodule(bad.data).prepare()
 

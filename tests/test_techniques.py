@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlsuite.config import ScheduleConfig, load_config
+from dlsuite.build import load_run_config
+from dlsuite.config import ScheduleConfig
 from dlsuite.data.augment import AUGMENTATIONS, Augmenter
 from dlsuite.data.resample import bootstrap_indices, fold_indices
 from dlsuite.errors import ConfigError
@@ -45,7 +46,9 @@ STATE_KEYS = {
 @pytest.mark.parametrize("name", sorted(STATE_KEYS))
 def test_every_optimizer_steps_and_keeps_its_state(name: str) -> None:
     assert set(OPTIMIZERS) == set(STATE_KEYS)
-    cfg = load_config(None, [f"optim.name={name}", "optim.lr=0.01", *(["optim.momentum=0.9"] if name == "sgd" else [])])
+    cfg = load_run_config(
+        None, [f"optim.name={name}", "optim.lr=0.01", *(["optim.momentum=0.9"] if name == "sgd" else [])]
+    )
     net = _net()
     opt = create_optimizer(net, cfg.optim)
     assert isinstance(opt, OPTIMIZERS.get(name))
@@ -65,34 +68,34 @@ def test_every_optimizer_steps_and_keeps_its_state(name: str) -> None:
 
 
 def test_nesterov_and_betas_reach_the_optimizer() -> None:
-    cfg = load_config(None, ["optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"])
+    cfg = load_run_config(None, ["optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"])
     opt = create_optimizer(_net(), cfg.optim)
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
-    cfg = load_config(None, ["optim.name=adam", "optim.betas=[0.8, 0.99]"])
+    cfg = load_run_config(None, ["optim.name=adam", "optim.betas=[0.8, 0.99]"])
     assert create_optimizer(_net(), cfg.optim).param_groups[0]["betas"] == (0.8, 0.99)
     with pytest.raises(ConfigError, match="nesterov"):
-        load_config(None, ["optim.name=sgd", "optim.nesterov=true"])
+        load_run_config(None, ["optim.name=sgd", "optim.nesterov=true"])
     with pytest.raises(ConfigError, match="momentum does not apply to 'adam'"):
-        load_config(None, ["optim.name=adam", "optim.momentum=0.9"])
+        load_run_config(None, ["optim.name=adam", "optim.momentum=0.9"])
 
 
 def test_optimizer_implementation_is_fused_where_offered_and_agrees_with_the_loop() -> None:
     def opt(*over: str) -> torch.optim.Optimizer:
-        return create_optimizer(_net(), load_config(None, list(over)).optim)
+        return create_optimizer(_net(), load_run_config(None, list(over)).optim)
 
     assert opt("optim.name=adam").defaults["fused"] is True  # auto: fused where torch has the kernel
     assert opt("optim.name=rmsprop").defaults["foreach"] is True  # auto: foreach where it has not
     assert opt("optim.name=adam", "optim.implementation=for_loop").defaults["foreach"] is False
     assert opt("optim.name=adam", "optim.args={foreach: true}").defaults["fused"] is None  # args win
     with pytest.raises(ConfigError, match="NAdam has no fused kernel; these do: adagrad, adam"):
-        load_config(None, ["optim.name=nadam", "optim.implementation=fused"])
+        load_run_config(None, ["optim.name=nadam", "optim.implementation=fused"])
     x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
     finals = []
     for impl in ("fused", "foreach", "for_loop"):
         # No bias before a batch norm here: its gradient is rounding noise, which Adam scales up to lr.
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-        cfg = load_config(None, ["optim.name=adam", "optim.lr=0.01", f"optim.implementation={impl}"])
+        cfg = load_run_config(None, ["optim.name=adam", "optim.lr=0.01", f"optim.implementation={impl}"])
         o = create_optimizer(net, cfg.optim)
         for _ in range(20):
             o.zero_grad()
@@ -179,14 +182,15 @@ def test_loss_options_and_refusals() -> None:
 
 
 def test_a_loss_that_does_not_fit_the_task_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlsuite.tasks import TASKS, ClassificationTask
+    from dlsuite.tasks import TASK_SPECS, TASKS, TaskSpec
 
-    class Regression(ClassificationTask):
-        TARGETS = "values"
-
-    monkeypatch.setitem(TASKS._items, "regression_test", Regression)
+    # a task whose targets are float values (regression): label losses do not fit it
+    monkeypatch.setitem(TASKS._items, "regression_test", TASKS.get("classification"))
+    monkeypatch.setitem(TASK_SPECS, "regression_test", TaskSpec("values", "logits", ("val_loss", "val_acc")))
     tiny_config("task.name=regression_test", "task.loss=mse")
-    with pytest.raises(ConfigError, match=r"loss 'cross_entropy' does not fit task 'regression_test'.*fit: bce"):
+    with pytest.raises(
+        ConfigError, match=r"loss 'cross_entropy' does not fit the task, whose targets are values.*fit: bce"
+    ):
         tiny_config("task.name=regression_test", "task.loss=cross_entropy")
 
 

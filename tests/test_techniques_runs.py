@@ -11,8 +11,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, StochasticWeightAveraging
 
+from dlsuite.build import load_run_config
 from dlsuite.cli import main
-from dlsuite.config import load_config
 from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
 from dlsuite.train.protocols import mean_history
@@ -231,10 +231,10 @@ def test_diagnostics_hook_activations_only_on_sampled_steps() -> None:
 
 def test_diagnostics_see_saturation_and_penalties_and_can_be_off(store: str) -> None:
     sig = [*TINY_MLP, "model.activation=sigmoid", "model.depth=3", "model.width=16", "trainer.max_epochs=1"]
-    res = train(load_config(None, [*QUIET, *sig, "regularization.l1=1e-3", "regularization.mixup_alpha=0.2"]))
+    res = train(load_run_config(None, [*QUIET, *sig, "regularization.l1=1e-3", "regularization.mixup_alpha=0.2"]))
     m = _client(store).get_run(res.run_id).data.metrics
     assert "saturation/blocks.0.2" in m and "saturation_mean" in m and m["penalty"] > 0
-    off = train(load_config(None, [*QUIET, *sig, "tracking.diagnostics.enabled=false"]))
+    off = train(load_run_config(None, [*QUIET, *sig, "tracking.diagnostics.enabled=false"]))
     assert not any(k.startswith("grad_norm") for k in _client(store).get_run(off.run_id).data.metrics)
 
 
@@ -301,7 +301,7 @@ def test_cli_train_reports_divergence(store: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(DEMOS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_demo_config_runs(store: str, path: Path) -> None:
-    cfg = load_config(
+    cfg = load_run_config(
         path,
         [
             "trainer.max_epochs=1",

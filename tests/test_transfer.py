@@ -14,15 +14,15 @@ import torch
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dlsuite.build import load_run_config
 from dlsuite.cli import main
-from dlsuite.config import load_config
 from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
 from dlsuite.tracking import store as tracking_store
 from dlsuite.train.optim import create_optimizer
 from dlsuite.transfer import BACKBONES, TRANSFER_STRATEGIES, PretrainedWeightsMissing, TransferNet
 from dlsuite.transfer.providers import efficientnet_lite0, load_suite_checkpoint
-from dlsuite.transfer.strategies import GradualUnfreeze
+from dlsuite.transfer.unfreeze import GradualUnfreeze
 
 DIGITS = [
     "data.name=digits",
@@ -113,18 +113,22 @@ def test_registries_list_backbones_and_strategies(capsys: pytest.CaptureFixture[
     assert set(TRANSFER_STRATEGIES) == {"feature_extract", "finetune", "gradual_unfreeze"}
     assert main(["list", "backbones"]) == 0
     out = capsys.readouterr().out.split()
-    for name in ("efficientnet_lite0", "torchvision:resnet18", "torchvision:mobilenet_v3_small", "run:<MLFLOW_RUN_ID>"):
+    for name in ("efficientnet_lite0", "torchvision:<ARCH>", "timm:<NAME>", "run:<MLFLOW_RUN_ID>"):
         assert name in out
+    assert main(["list", "backbones", "torchvision:*"]) == 0
+    out = capsys.readouterr().out.split()
+    assert "torchvision:resnet18" in out and "torchvision:mobilenet_v3_small" in out
     assert main(["list", "backbones", "timm:resnet1*"]) == 0
     assert "timm:resnet18" in capsys.readouterr().out.split()
     assert main(["list", "transfer_strategies"]) == 0
     assert capsys.readouterr().out.split() == ["feature_extract", "finetune", "gradual_unfreeze"]
     assert "timm:resnet18" in BACKBONES and "timm:no_such_net" not in BACKBONES
+    assert "torchvision:resnet18" in BACKBONES and "torchvision:no_such_net" not in BACKBONES
 
 
 # -- freezing ----------------------------------------------------------------------------------------
 def _steps(net: torch.nn.Module, cfg_overrides: list[str], n: int = 3) -> None:
-    cfg = load_config(None, [*DIGITS, "model.name=transfer", *cfg_overrides])
+    cfg = load_run_config(None, [*DIGITS, "model.name=transfer", *cfg_overrides])
     opt = create_optimizer(net, cfg.optim)
     net.train()
     torch.manual_seed(0)
@@ -155,7 +159,7 @@ def test_feature_extract_freezes_backbone(frozen_bn: str) -> None:
 
 def test_finetune_trains_everything_with_lower_backbone_lr() -> None:
     net = create_model("transfer", (1, 8, 8), 10, image_size=32, strategy="finetune", backbone_lr_scale=0.1)
-    cfg = load_config(None, [*DIGITS, "model.name=transfer", "optim.lr=0.01", "optim.weight_decay=0.1"])
+    cfg = load_run_config(None, [*DIGITS, "model.name=transfer", "optim.lr=0.01", "optim.weight_decay=0.1"])
     opt = create_optimizer(net, cfg.optim)
     lrs = {(g["name"], g["weight_decay"]): g["lr"] for g in opt.param_groups}
     assert lrs == {("head", 0.1): 0.01, ("head", 0.0): 0.01, ("backbone", 0.1): 0.001, ("backbone", 0.0): 0.001}
@@ -173,7 +177,7 @@ def test_gradual_unfreeze_top_down(store: str) -> None:
     """Through a real Lightning run: the strategy's callback reaches the Trainer via the task."""
     from dlsuite.train.run import train
 
-    cfg = load_config(
+    cfg = load_run_config(
         None,
         [
             *DIGITS,
@@ -220,9 +224,9 @@ PRETRAIN = [*MNIST1D_RUN, "model.channels=8", "model.norm=batch"]
 def test_pretrain_then_finetune_two_linked_runs(store: str) -> None:
     from dlsuite.transfer.pipeline import pretrain_then_finetune
 
-    pre = load_config(None, PRETRAIN)
+    pre = load_run_config(None, PRETRAIN)
     # another MNIST-1D variant: twice the correlated noise (1000 sequences: generating it is the slow part)
-    ft = load_config(
+    ft = load_run_config(
         None, [*MNIST1D_RUN, "data.args.corr_noise_scale=0.5", "data.args.num_samples=1000", "data.train_samples=200"]
     )
     out = pretrain_then_finetune(pre, ft, strategy="finetune", backbone_lr_scale=0.5)
@@ -265,7 +269,7 @@ def test_suite_checkpoint_is_loaded_weights_only(tmp_path: Path) -> None:
 
 
 def test_unknown_run_is_a_clear_error(store: str) -> None:
-    cfg = load_config(None, [*DIGITS, "model.name=transfer", "model.backbone=run:0123456789abcdef"])
+    cfg = load_run_config(None, [*DIGITS, "model.name=transfer", "model.backbone=run:0123456789abcdef"])
     from dlsuite.train.run import train
 
     with pytest.raises(ConfigError, match="no such run"):
@@ -324,7 +328,7 @@ def test_cli_missing_weights_exits_2_and_writes_nothing(
 )
 def test_bad_transfer_config_is_refused(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [*DIGITS, "model.name=transfer", *overrides])
+        load_run_config(None, [*DIGITS, "model.name=transfer", *overrides])
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,7 +338,7 @@ def test_shipped_transfer_yamls_validate() -> None:
     from dlsuite import yamlio
     from dlsuite.config import apply_overrides, build_config
 
-    cfg = load_config(ROOT / "configs" / "transfer_digits.yaml")
+    cfg = load_run_config(ROOT / "configs" / "transfer_digits.yaml")
     assert cfg.model.name == "transfer" and cfg.data.train_per_class == 10
     spec = yamlio.load(ROOT / "studies" / "transfer_vs_scratch.yaml")
     assert spec["type"] == "compare" and spec["metric"] == "test_acc" and spec["seeds"] == [0, 1, 2]
@@ -349,13 +353,13 @@ def test_shipped_transfer_yamls_validate() -> None:
 def test_train_per_class_keeps_k_per_class() -> None:
     from dlsuite.data import create_datamodule
 
-    cfg = load_config(None, [*DIGITS, "data.train_per_class=10"])
+    cfg = load_run_config(None, [*DIGITS, "data.train_per_class=10"])
     dm = create_datamodule(cfg.data)
     dm.prepare()
     y = dm.splits["train"][1]
     assert len(y) == 100 and torch.bincount(y).tolist() == [10] * 10
     with pytest.raises(ConfigError, match="has only"):
-        bad = create_datamodule(load_config(None, [*DIGITS, "data.train_per_class=500"]).data)
+        bad = create_datamodule(load_run_config(None, [*DIGITS, "data.train_per_class=500"]).data)
         bad.prepare()
 
 
@@ -366,7 +370,7 @@ def test_optuna_searches_transfer_knobs(store: str) -> None:
 
     from dlsuite.train.run import train
 
-    pre = load_config(None, [*PRETRAIN, "trainer.max_epochs=1"])
+    pre = load_run_config(None, [*PRETRAIN, "trainer.max_epochs=1"])
     src = train(pre).run_id
     seen: list[dict[str, float]] = []
 
@@ -376,7 +380,7 @@ def test_optuna_searches_transfer_knobs(store: str) -> None:
             f"model.backbone_lr={trial.suggest_float('backbone_lr', 1e-5, 1e-2, log=True)}",
             f"model.unfreeze_epoch={trial.suggest_int('unfreeze_epoch', 0, 1)}",
         ]
-        cfg = load_config(
+        cfg = load_run_config(
             None,
             [
                 *MNIST1D_RUN,

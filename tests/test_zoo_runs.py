@@ -9,8 +9,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from dlsuite.build import load_run_config
 from dlsuite.cli import main
-from dlsuite.config import DataConfig, load_config
+from dlsuite.config import DataConfig
 from dlsuite.data import create_datamodule
 from dlsuite.errors import ConfigError
 from dlsuite.models import MODELS, create_model, list_models
@@ -96,7 +97,7 @@ def test_digit_sequences_refuses_unknown_op() -> None:
 
 @pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_seq2seq_learns_to_reverse(store: str) -> None:
-    cfg = load_config(
+    cfg = load_run_config(
         ROOT / "configs" / "models" / "attention_seq2seq.yaml",
         [*QUIET, "trainer.max_epochs=3", "data.args.length=5", "data.args.num_train=2000", "optim.lr=1e-2"],
     )
@@ -110,7 +111,7 @@ def test_seq2seq_learns_to_reverse(store: str) -> None:
 
 @pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_reconstruction_trains_a_vae(store: str) -> None:
-    cfg = load_config(
+    cfg = load_run_config(
         ROOT / "configs" / "models" / "autoencoder.yaml",
         [*QUIET, "trainer.max_epochs=2", "data.train_samples=400", "model.variational=true", "model.width=4"],
     )
@@ -124,7 +125,7 @@ def test_reconstruction_trains_a_vae(store: str) -> None:
 
 
 def test_reconstruction_logs_the_learning_rate_each_epoch_trained_with(store: str) -> None:
-    cfg = load_config(
+    cfg = load_run_config(
         ROOT / "configs" / "models" / "autoencoder.yaml",
         [
             *QUIET,
@@ -142,18 +143,28 @@ def test_reconstruction_logs_the_learning_rate_each_epoch_trained_with(store: st
     assert [r["lr"] for r in result.history] == pytest.approx([1e-3, 5e-4])  # not the next epoch's
 
 
-def test_reconstruction_refuses_a_metric_it_does_not_log(store: str) -> None:
-    cfg = load_config(ROOT / "configs" / "models" / "autoencoder.yaml", [*QUIET, "trainer.checkpoint_monitor=val_acc"])
-    with pytest.raises(ConfigError, match=r"trainer\.checkpoint_monitor to one of val_loss, val_mse"):
-        train(cfg)
+def test_reconstruction_refuses_a_metric_it_does_not_log() -> None:
+    # refused by validation, so --check and the run agree and nothing is written
+    with pytest.raises(ConfigError, match=r"checkpoint_monitor='val_acc': task 'reconstruction' logs no such metric"):
+        load_run_config(
+            ROOT / "configs" / "models" / "autoencoder.yaml", [*QUIET, "trainer.checkpoint_monitor=val_acc"]
+        )
+    with pytest.raises(ConfigError, match=r"'val_loss' is better lower: set trainer.checkpoint_mode=min"):
+        load_run_config(ROOT / "configs" / "models" / "autoencoder.yaml", [*QUIET, "trainer.checkpoint_mode=max"])
 
 
-def test_seq2seq_task_refuses_a_classifier(store: str) -> None:
-    cfg = load_config(
-        ROOT / "configs" / "models" / "gru.yaml", [*QUIET, "task.name=seq2seq", "data.args.val_samples=100"]
-    )
-    with pytest.raises(ConfigError, match=r"task 'seq2seq' needs a model .*\(attention_seq2seq\), not 'gru'"):
-        train(cfg)
+@pytest.mark.parametrize(
+    ("task", "model", "fits"),
+    [
+        ("seq2seq", "gru", "attention_seq2seq"),
+        ("reconstruction", "cnn", "autoencoder"),
+        ("classification", "autoencoder", "alexnet"),
+    ],
+)
+def test_a_task_refuses_a_model_that_does_not_fit(task: str, model: str, fits: str) -> None:
+    monitor = ["trainer.checkpoint_monitor=val_loss", "trainer.checkpoint_mode=min"] if task != "classification" else []
+    with pytest.raises(ConfigError, match=rf"task '{task}' needs a model that outputs .*'{model}' does not.*{fits}"):
+        load_run_config(None, [f"task.name={task}", f"model.name={model}", *monitor])
 
 
 # -- shipped configs --------------------------------------------------------------------------
@@ -162,12 +173,12 @@ def test_one_config_per_family() -> None:
     zoo = {n for n in list_models() if MODELS.get(n).__module__.startswith("dlsuite.models.")}
     assert families == zoo - {"linear"}  # linear is the mlp family's depth-0 case
     for path in CONFIGS:
-        assert load_config(path).model.name == path.stem
+        assert load_run_config(path).model.name == path.stem
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
-    cfg = load_config(path)
+    cfg = load_run_config(path)
     knobs = model_knobs(cfg.model.name)
     tiny = [
         f"model.{k}={v}" for k, v in {"width": 8, "channels": 4, "hidden": 8, "growth_rate": 4}.items() if k in knobs
@@ -175,7 +186,7 @@ def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
     if "val_samples" in cfg.data.args:
         tiny.append("data.args.val_samples=100")
     overrides = [*QUIET, *tiny, "trainer.max_epochs=1", "data.batch_size=32", "data.train_samples=32"]
-    result = train(load_config(path, overrides))
+    result = train(load_run_config(path, overrides))
     assert len(result.history) == 1
     assert result.metrics["flops_per_example"] > 0 and result.metrics["num_params"] > 0
     assert all(v == v for v in result.metrics.values()), "NaN in the run's metrics"
@@ -183,7 +194,7 @@ def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
 
 @pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
 def test_cost_facts_are_logged_to_mlflow(store: str) -> None:
-    cfg = load_config(
+    cfg = load_run_config(
         ROOT / "configs" / "models" / "cnn.yaml",
         ["trainer.progress_bar=false", "trainer.max_epochs=1", "data.train_samples=100", "data.args.val_samples=100"],
     )

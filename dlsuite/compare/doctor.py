@@ -417,11 +417,11 @@ def remedy_study(d: Diagnosis, seeds: int = 5) -> dict[str, Any]:
 def write_remedy_study(d: Diagnosis, path: str | Path | None = None, seeds: int = 5) -> Path:
     """Write :func:`remedy_study` as YAML (default ``./doctor_<run id prefix>.yaml``), with the diagnosis
     and each remedy's reason as comments; every variant's config is validated first."""
-    from dlsuite.compare.studyfile import variant_config
+    from dlsuite.hpo.spec import build_study_spec, validate
 
     study = remedy_study(d, seeds)
-    for v in study["variants"]:
-        variant_config(study, v)  # a remedy the config refuses is a bug here, not the user's problem
+    # through the one study schema: a remedy it refuses is a bug here, not the user's problem
+    validate(build_study_spec(study, f"(doctor study {study['name']})"))
     out = Path(path) if path else Path(f"{study['name']}.yaml")
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     head = [f"# written by `dlsuite doctor {d.run_id}` on {today}: {d.verdict}"]

@@ -7,64 +7,94 @@ options a class does not take are refused with the list of those it does take, b
 from __future__ import annotations
 
 import importlib.util
-import inspect
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from dlsuite.errors import ConfigError, did_you_mean
 from dlsuite.registry import Registry
 
+if TYPE_CHECKING:
+    import optuna
+
+# Lazy entries: naming and checking a sampler does not import Optuna (it takes about a second).
 SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry("samplers", "Optuna samplers (study files)")
 PRUNERS: Registry[type[optuna.pruners.BasePruner]] = Registry("pruners", "Optuna pruners (study files)")
-
-
-class _GridSampler(optuna.samplers.GridSampler):
-    # Optuna's GridSampler calls study.stop() when the grid is exhausted, which only works inside
-    # study.optimize; dlsuite's workers ask/tell themselves and check is_exhausted before asking.
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        return None
-
-
-for _name, _cls in {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "grid": _GridSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "gp": optuna.samplers.GPSampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
+for _name, _target in {
+    "tpe": "optuna.samplers:TPESampler",
+    "random": "optuna.samplers:RandomSampler",
+    "grid": "dlsuite.hpo.grid:GridSampler",
+    "cmaes": "optuna.samplers:CmaEsSampler",
+    "qmc": "optuna.samplers:QMCSampler",
+    "gp": "optuna.samplers:GPSampler",
+    "nsga2": "optuna.samplers:NSGAIISampler",
 }.items():
-    SAMPLERS.add(_name, _cls)  # type: ignore[arg-type]
-
-for _name, _pcls in {
-    "none": optuna.pruners.NopPruner,
-    "median": optuna.pruners.MedianPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
+    SAMPLERS.add_lazy(_name, _target)
+for _name, _target in {
+    "none": "optuna.pruners:NopPruner",
+    "median": "optuna.pruners:MedianPruner",
+    "successive_halving": "optuna.pruners:SuccessiveHalvingPruner",
+    "hyperband": "optuna.pruners:HyperbandPruner",
 }.items():
-    PRUNERS.add(_name, _pcls)  # type: ignore[arg-type]
+    PRUNERS.add_lazy(_name, _target)
 
 # Samplers whose work needs a package beyond optuna's own dependencies.
 _NEEDS = {"cmaes": "cmaes"}
-# Arguments dlsuite fills itself (or that take code), so a study file cannot set them.
-_RESERVED = {"seed", "search_space", "constraints_func", "independent_sampler", "crossover", "gamma", "weights"}
+
+#: The options a study file may give each sampler and pruner: their constructors' keyword arguments, less
+#: those dlsuite fills itself (seed, search space) and those that take code. Declared so that checking a
+#: study file does not import Optuna; a test checks each against the class's signature.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "tpe": (
+        "consider_prior",
+        "prior_weight",
+        "consider_magic_clip",
+        "consider_endpoints",
+        "n_startup_trials",
+        "n_ei_candidates",
+        "multivariate",
+        "group",
+        "warn_independent_sampling",
+        "constant_liar",
+    ),
+    "random": (),
+    "grid": (),
+    "cmaes": (
+        "x0",
+        "sigma0",
+        "n_startup_trials",
+        "warn_independent_sampling",
+        "consider_pruned_trials",
+        "restart_strategy",
+        "popsize",
+        "inc_popsize",
+        "use_separable_cma",
+        "with_margin",
+        "lr_adapt",
+    ),
+    "qmc": ("qmc_type", "scramble", "warn_asynchronous_seeding", "warn_independent_sampling"),
+    "gp": ("n_startup_trials", "deterministic_objective", "warn_independent_sampling"),
+    "nsga2": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob"),
+    "none": (),
+    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor", "bootstrap_count"),
+}
 
 
-def _options(kind: str, name: str, cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    valid = [p for p in inspect.signature(cls).parameters if p not in ("self", *_RESERVED)]
+def _options(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    valid = OPTIONS[name]
     for key in options:
         if key not in valid:
             raise ConfigError(
-                f"{kind} {name!r} has no option {key!r}{did_you_mean(key, valid)}; its options: {', '.join(valid)}"
+                f"{kind} {name!r} has no option {key!r}{did_you_mean(key, valid)}; "
+                f"its options: {', '.join(valid) or '(none)'}"
             )
     return dict(options)
 
 
 def check_sampler(name: str, options: dict[str, Any], n_objectives: int) -> None:
     """Refuse unknown samplers, options, and samplers that cannot handle ``n_objectives``."""
-    cls = SAMPLERS.get(name, what="sampler")
-    _options("sampler", name, cls, options)
+    SAMPLERS.check(name, what="sampler")
+    _options("sampler", name, options)
     if n_objectives > 1 and name == "cmaes":
         raise ConfigError(f"sampler {name!r} optimises one objective; for several use nsga2, tpe or random")
     pkg = _NEEDS.get(name)
@@ -72,12 +102,18 @@ def check_sampler(name: str, options: dict[str, Any], n_objectives: int) -> None
         raise ConfigError(f"sampler {name!r} needs the package {pkg!r}: pip install {pkg}")
 
 
+def check_pruner(name: str, options: dict[str, Any]) -> None:
+    """Refuse unknown pruners and options they do not take."""
+    PRUNERS.check(name, what="pruner")
+    _options("pruner", name, options)
+
+
 def create_sampler(
     name: str, options: dict[str, Any], seed: int | None, grid: dict[str, list[Any]] | None = None
 ) -> optuna.samplers.BaseSampler:
     """Build the named sampler; ``grid`` is the search space the grid sampler enumerates."""
     cls = SAMPLERS.get(name, what="sampler")
-    kw = _options("sampler", name, cls, options)
+    kw = _options("sampler", name, options)
     if name == "grid":
         return cls(grid or {}, seed=seed, **kw)  # type: ignore[call-arg]
     return cls(seed=seed, **kw)  # type: ignore[call-arg]
@@ -86,4 +122,4 @@ def create_sampler(
 def create_pruner(name: str, options: dict[str, Any]) -> optuna.pruners.BasePruner:
     """Build the named pruner with its options."""
     cls = PRUNERS.get(name, what="pruner")
-    return cls(**_options("pruner", name, cls, options))
+    return cls(**_options("pruner", name, options))

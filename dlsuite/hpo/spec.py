@@ -252,7 +252,10 @@ class StudySpec(_Strict):
             trainer["progress_bar"] = False  # parallel workers would interleave bars
             if trainer.get("devices", "auto") == "auto":
                 trainer["devices"] = 1  # "auto" would take every visible GPU (DDP); a trial uses one
-        return build_config(data, f"(study {self.name}{f', variant {variant}' if variant else ''})")
+        from dlsuite.build import validate as validate_run
+
+        source = f"(study {self.name}{f', variant {variant}' if variant else ''})"
+        return validate_run(build_config(data, source), source)
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid sampler's search space."""
@@ -270,13 +273,12 @@ def _check_one_device(cfg: RunConfig, where: str) -> None:
 
 def validate(spec: StudySpec) -> None:
     """Check everything that can be checked before a trial runs; raise ConfigError naming the problem."""
-    from dlsuite.hpo.samplers import PRUNERS, check_sampler, create_pruner
+    from dlsuite.hpo.samplers import check_pruner, check_sampler
 
     base = spec.run_config()
     _check_one_device(base, f"study {spec.name}")
     check_sampler(spec.sampler.name, spec.sampler.options, len(spec.objectives))
-    PRUNERS.get(spec.pruner.name, what="pruner")
-    create_pruner(spec.pruner.name, spec.pruner.options)
+    check_pruner(spec.pruner.name, spec.pruner.options)
     if spec.pruner.name != "none" and base.data.val_fraction == 0 and not base.data.args.get("val_samples"):
         raise ConfigError("pruning needs a validation split (data.val_fraction > 0 or data.args.val_samples)")
     if spec.type == "compare":

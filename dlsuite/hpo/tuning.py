@@ -10,13 +10,15 @@ resumed study does not tune again, and every seed of the variant trains with the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from pydantic import Field
 
 from dlsuite.config import apply_overrides
 from dlsuite.hpo.spec import ParamSpec, StudySpec, _Strict
+
+if TYPE_CHECKING:
+    import optuna
 
 TUNED_ATTR = "dlsuite.tuned."
 
@@ -69,6 +71,8 @@ def tune_variants(spec: StudySpec, study: optuna.Study, workers: int = 1, gpus: 
             continue  # tuned in an earlier (resumed) run of the study
         inner = tune_spec(spec, variant, tune)
         result = run_study(inner, workers=workers, gpus=gpus, report=False)
+        import optuna
+
         done = optuna.load_study(study_name=inner.name, storage=study._storage)
         best = done.best_trial.params if any(t.value is not None for t in done.trials) else {}
         study.set_user_attr(TUNED_ATTR + variant, best)

@@ -8,8 +8,8 @@ the softmax / sigmoid itself. With class labels as targets, the distribution los
 compare directly.
 
 Each loss declares the kinds of target it fits (``labels``: integer classes; ``values``: float tensors); a task
-declares the kind it produces in its ``TARGETS`` attribute (default ``labels``), and :func:`check_loss` refuses
-a pairing that does not fit, before anything runs.
+declares the kind it produces (``dlsuite.tasks.TASK_SPECS``), and :func:`check_loss` refuses a pairing that
+does not fit, before anything runs.
 """
 
 from __future__ import annotations
@@ -190,29 +190,25 @@ def loss_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params}
 
 
-def check_loss(cfg: RunConfig) -> None:
-    """Refuse a loss that does not fit the task's targets, options it does not take, or label smoothing
-    it would ignore."""
-    from dlsuite.tasks import TASKS
-
-    name = cfg.task.loss
+def check_loss(name: str, args: dict[str, Any], targets: str, label_smoothing: float) -> None:
+    """Refuse a loss that does not fit the task's ``targets`` kind, options it does not take, or label
+    smoothing it would ignore. ``targets`` ``none``: the task computes its own loss (nothing to check)."""
     LOSSES.get(name, what="loss")
     valid = loss_options(name)
-    args = dict(getattr(cfg.task, "loss_args", {}) or {})
     for key in args:
         if key not in valid:
             raise ConfigError(
                 f"loss {name!r} has no option task.loss_args.{key}{did_you_mean(key, valid)}; "
                 f"its options: {', '.join(valid) or '(none)'}"
             )
-    kind = getattr(TASKS.get(cfg.task.name, what="task"), "TARGETS", "labels")
-    if kind not in _FITS[name]:
-        fitting = sorted(n for n, fits in _FITS.items() if kind in fits)
+    if targets == "none":
+        return
+    if targets not in _FITS[name]:
+        fitting = sorted(n for n, fits in _FITS.items() if targets in fits)
         raise ConfigError(
-            f"loss {name!r} does not fit task {cfg.task.name!r}, whose targets are {kind}; "
-            f"losses that fit: {', '.join(fitting)}"
+            f"loss {name!r} does not fit the task, whose targets are {targets}; losses that fit: {', '.join(fitting)}"
         )
-    if cfg.regularization.label_smoothing and name not in _SMOOTHS:
+    if label_smoothing and name not in _SMOOTHS:
         raise ConfigError(
             f"regularization.label_smoothing does not apply to loss {name!r}; "
             f"it applies to: {', '.join(sorted(_SMOOTHS))}"

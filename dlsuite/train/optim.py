@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as sched
 
-from dlsuite.config import OptimConfig, ScheduleConfig
+from dlsuite.config import OptimConfig, RunConfig, ScheduleConfig
 from dlsuite.errors import ConfigError, did_you_mean
 from dlsuite.registry import Registry
 
@@ -211,3 +211,29 @@ def create_scheduler(
     if c.name == "plateau":
         out["monitor"] = "val_loss"
     return out
+
+
+def cycle_ends(restart_epochs: int, restart_mult: int, warmup: int, max_epochs: int) -> list[int]:
+    """Epoch indices (0-based) at whose end a ``cosine_restarts`` cycle finishes, within ``max_epochs``."""
+    ends, start, length = [], warmup, restart_epochs
+    while start + length <= max_epochs:
+        ends.append(start + length - 1)
+        start += length
+        length *= restart_mult
+    return ends
+
+
+def check_snapshot(cfg: RunConfig) -> None:
+    """A snapshot ensemble needs a cyclic schedule with at least ``members`` cycles in ``max_epochs``."""
+    s, members = cfg.optim.schedule, cfg.regularization.ensemble.members if cfg.regularization.ensemble else 0
+    if s.name != "cosine_restarts":
+        raise ConfigError(
+            "regularization.ensemble.method 'snapshot' takes one snapshot per cycle of a cyclic schedule; "
+            "set optim.schedule.name: cosine_restarts"
+        )
+    n = len(cycle_ends(s.restart_epochs, s.restart_mult, s.warmup_epochs, cfg.trainer.max_epochs))
+    if n < members:
+        raise ConfigError(
+            f"snapshot ensemble of {members} members needs {members} restart cycles, but trainer.max_epochs="
+            f"{cfg.trainer.max_epochs} holds {n} of optim.schedule.restart_epochs={s.restart_epochs}"
+        )

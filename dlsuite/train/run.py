@@ -20,17 +20,15 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
+from dlsuite.build import build_run, describe
 from dlsuite.config import RunConfig
-from dlsuite.data import create_datamodule
 from dlsuite.errors import DlsuiteError
-from dlsuite.models import apply_init, count_params, create_model
-from dlsuite.models.cost import cost_metrics, model_cost
-from dlsuite.tasks import create_task
+from dlsuite.models.cost import cost_metrics
 from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
-from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision, step_callbacks
+from dlsuite.train.speed import EpochTimer, resolve_precision, step_callbacks
 from dlsuite.train.techniques import technique_callbacks
 
 
@@ -200,16 +198,10 @@ def train(
 
     if protocols.protocol_of(cfg) is not None:  # k-fold or bagging: a parent run with one child per member
         return protocols.run_protocol(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)  # type: ignore[no-any-return]
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    configure_backends(cfg.trainer)
-    dm = create_datamodule(cfg.data, cfg.seed)
-    dm.prepare()  # a missing dataset fails here, before anything is written
-    model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
-    apply_init(model, cfg.model.init, cfg.model.init_std)
-    prepare_model(model, cfg.trainer)  # channels_last / torch.compile, in place
-    task = create_task(model, cfg, dm.num_classes, dm.input_shape)
+    parts = build_run(cfg)  # validated and built before anything is written
+    dm, model, task = parts.data, parts.model, parts.task
     has_val = len(dm.splits["val"][1]) > 0
-    facts = {**dm.describe(), "model.num_params": count_params(model), **model_cost(model, dm.splits["train"][0][:1])}
+    facts = describe(parts)
 
     # a model may name where it came from (transfer: the source run), linking the two runs
     tags = {**getattr(model, "tracking_tags", {}), **(tags or {})}

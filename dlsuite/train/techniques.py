@@ -1,4 +1,4 @@
-"""The Lightning callbacks a run config switches on, and the checks across config sections.
+"""The Lightning callbacks a run config switches on (their checks live in ``dlsuite.build.validate``).
 
 SWA and EMA come from Lightning (``StochasticWeightAveraging``, ``EMAWeightAveraging``); the snapshot
 ensemble and the diagnostics are dlsuite's own callbacks.
@@ -9,30 +9,6 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, StochasticWeightAveraging
 
 from dlsuite.config import RunConfig
-from dlsuite.errors import ConfigError
-
-
-def check_techniques(cfg: RunConfig) -> None:
-    """Refuse combinations that cannot work, with a message naming what would."""
-    from dlsuite.data.augment import check_augmentation
-    from dlsuite.train.ensembles import check_snapshot
-    from dlsuite.train.losses import check_loss
-
-    check_loss(cfg)
-    for aug in cfg.data.augment:
-        check_augmentation(aug.name, aug.params)
-    d, r = cfg.data, cfg.regularization
-    if d.fold is not None:
-        if d.folds is None:
-            raise ConfigError("data.fold needs data.folds (the number of folds)")
-        if d.fold >= d.folds:
-            raise ConfigError(f"data.fold={d.fold} must be in 0..{d.folds - 1}")
-    if r.swa is not None and r.ema is not None:
-        raise ConfigError("regularization.swa and regularization.ema both replace the weights: choose one")
-    if r.ensemble is not None and r.ensemble.method == "snapshot":
-        check_snapshot(cfg)
-        if r.swa is not None:
-            raise ConfigError("a snapshot ensemble needs the cyclic schedule that regularization.swa replaces")
 
 
 def technique_callbacks(cfg: RunConfig) -> list[Callback]:

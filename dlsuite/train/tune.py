@@ -21,11 +21,9 @@ import lightning as L
 import torch
 from lightning.pytorch.tuner import Tuner
 
+from dlsuite.build import build_run
 from dlsuite.config import RunConfig
-from dlsuite.data import create_datamodule
 from dlsuite.errors import DlsuiteError
-from dlsuite.models import apply_init, create_model
-from dlsuite.tasks import create_task
 from dlsuite.tracking.runs import TrackedRun
 from dlsuite.train.speed import resolve_precision
 
@@ -40,13 +38,9 @@ class TuneResult:
 
 
 def _setup(cfg: RunConfig) -> tuple[Any, L.LightningModule]:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     # A copy: the batch-size finder writes its trials into the data config.
-    dm = create_datamodule(cfg.data.model_copy(deep=True), cfg.seed)
-    dm.prepare()
-    model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
-    apply_init(model, cfg.model.init, cfg.model.init_std)
-    return dm, create_task(model, cfg, dm.num_classes, dm.input_shape)
+    parts = build_run(cfg.model_copy(deep=True))
+    return parts.data, parts.task
 
 
 def _trainer(cfg: RunConfig, root: str) -> L.Trainer:

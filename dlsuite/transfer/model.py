@@ -10,10 +10,9 @@ gradual-unfreezing callback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -21,7 +20,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from dlsuite.errors import ConfigError
 from dlsuite.models.api import register_model
 from dlsuite.transfer.providers import Backbone, create_backbone, is_checkpoint_ref
-from dlsuite.transfer.strategies import TRANSFER_STRATEGIES, GradualUnfreeze, set_trainable
+from dlsuite.transfer.strategies import TRANSFER_STRATEGIES, set_trainable
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
 
 
 class InputAdapter(nn.Module):
@@ -148,6 +150,8 @@ class TransferNet(nn.Module):
         """Lightning callbacks the strategy needs (gradual unfreezing)."""
         if not self.strategy.unfreezes:
             return []
+        from dlsuite.transfer.unfreeze import GradualUnfreeze
+
         first, n, every = self.unfreeze
         return [GradualUnfreeze(self, first, n, every)]
 

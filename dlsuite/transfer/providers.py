@@ -370,12 +370,12 @@ def _checkpoint_provider(ref: str, pretrained: bool | str) -> Backbone:
 class BackboneRegistry(Registry[Provider]):
     """Registered backbones plus the open families ``timm:NAME``, ``run:ID`` and checkpoint paths."""
 
-    TEMPLATES = ("timm:<NAME>", "run:<MLFLOW_RUN_ID>", "<path/to/checkpoint.ckpt>")
+    TEMPLATES = ("torchvision:<ARCH>", "timm:<NAME>", "run:<MLFLOW_RUN_ID>", "<path/to/checkpoint.ckpt>")
 
     def get(self, name: str, *, what: str | None = None) -> Provider:
         """The provider for ``name``, or a ConfigError listing the families."""
         if name in self._items:
-            return self._items[name]
+            return super().get(name)
         if name.startswith("timm:"):
             arch = name[len("timm:") :]
             names = _timm_names()
@@ -384,6 +384,13 @@ class BackboneRegistry(Registry[Provider]):
                     f"unknown timm model {arch!r}{did_you_mean(arch, names)}; see dlsuite list backbones 'timm:*'"
                 )
             return functools.partial(_timm_provider, arch)
+        if name.startswith("torchvision:"):
+            arch = name[len("torchvision:") :]
+            tv = _torchvision_names()
+            if arch not in tv:
+                hint = did_you_mean(name, [f"torchvision:{n}" for n in tv])
+                raise ConfigError(f"unknown backbone {name!r}{hint}; see dlsuite list backbones 'torchvision:*'")
+            return functools.partial(_torchvision_provider, arch)
         if is_checkpoint_ref(name):
             if name.startswith("run:") and len(name) <= len("run:"):
                 raise ConfigError("backbone run: needs an MLflow run id, e.g. run:0123abcd...")
@@ -394,11 +401,14 @@ class BackboneRegistry(Registry[Provider]):
         )
 
     def names(self, pattern: str = "*") -> list[str]:
-        """Registered names and the open families' templates; timm's ~1,400 models when the pattern
-        starts with ``timm:`` (``dlsuite list backbones 'timm:res*'``), since importing timm takes seconds."""
+        """Registered names and the open families' templates; the family's models when the pattern
+        starts with ``timm:`` or ``torchvision:`` (``dlsuite list backbones 'timm:res*'``): importing
+        timm or torchvision takes seconds, so plain listing does not."""
         names = [*self._items, *self.TEMPLATES]
         if pattern.startswith("timm:"):
             names += [f"timm:{n}" for n in _timm_names()]
+        if pattern.startswith("torchvision:"):
+            names += [f"torchvision:{n}" for n in _torchvision_names()]
         return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
@@ -413,6 +423,13 @@ class BackboneRegistry(Registry[Provider]):
 
 
 @functools.cache
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.cache
 def _timm_names() -> list[str]:
     import timm
 
@@ -421,16 +438,6 @@ def _timm_names() -> list[str]:
 
 BACKBONES = BackboneRegistry("backbones", "pretrained feature extractors for transfer learning (model.backbone)")
 BACKBONES.add("efficientnet_lite0", _lite0_provider)
-
-
-def _register_torchvision() -> None:
-    import torchvision
-
-    for arch in torchvision.models.list_models(module=torchvision.models):
-        BACKBONES.add(f"torchvision:{arch}", functools.partial(_torchvision_provider, arch))
-
-
-_register_torchvision()
 
 
 def create_backbone(name: str, pretrained: bool | str = True) -> Backbone:
