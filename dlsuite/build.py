@@ -115,7 +115,7 @@ def _check_model(cfg: RunConfig) -> None:
 def _check_task(cfg: RunConfig) -> None:
     from dlsuite.models import MODELS
     from dlsuite.tasks import TASK_SPECS, TASKS
-    from dlsuite.train.losses import check_loss
+    from dlsuite.train.losses import check_loss, create_loss
 
     TASKS.check(cfg.task.name, what="task")
     spec = TASK_SPECS[cfg.task.name]
@@ -126,6 +126,8 @@ def _check_task(cfg: RunConfig) -> None:
             f"{cfg.model.name!r} does not; models that fit: {', '.join(fitting)}"
         )
     check_loss(cfg.task.loss, dict(cfg.task.loss_args), spec.targets, cfg.regularization.label_smoothing)
+    if spec.targets != "none":
+        create_loss(cfg)  # option values (task.loss_args) are checked by the loss itself
     t = cfg.trainer
     _check_monitor("trainer.checkpoint_monitor", t.checkpoint_monitor, t.checkpoint_mode, cfg.task.name)
     es = cfg.regularization.early_stopping
@@ -146,10 +148,18 @@ def _check_monitor(key: str, metric: str, mode: str, task: str) -> None:
 
 
 def _check_optim(cfg: RunConfig) -> None:
-    from dlsuite.train.optim import SCHEDULERS, optimizer_kwargs
+    from torch import nn
 
-    optimizer_kwargs(cfg.optim)
+    from dlsuite.train.optim import SCHEDULERS, create_optimizer, create_scheduler
+
     SCHEDULERS.check(cfg.optim.schedule.name, what="schedule")
+    # Build both over a 2x2 probe: options passed through (optim.args) are checked by the class itself,
+    # here rather than when the run has started. Microseconds, torch only.
+    try:
+        opt = create_optimizer(nn.Linear(2, 2), cfg.optim)
+        create_scheduler(opt, cfg.optim.schedule, cfg.trainer.max_epochs, 10)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer {cfg.optim.name!r} refuses these settings: {exc}") from None
 
 
 def _check_techniques(cfg: RunConfig) -> None:

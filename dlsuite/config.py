@@ -19,15 +19,16 @@ from dlsuite.errors import ConfigError, did_you_mean
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are re-validated on assignment."""
+    """Base of every config section: unknown keys are errors, values are re-validated on assignment,
+    and no string may be empty (an empty name or path is always a mistake)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, str_min_length=1)
 
 
 class AugmentConfig(BaseModel):
     """One augmentation: a registered ``name`` and its parameters (``dlsuite list augmentations``)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, str_min_length=1)
 
     name: str
     """Registered augmentation name."""
@@ -88,7 +89,7 @@ class DataConfig(Section):
 class ModelConfig(BaseModel):
     """Which architecture and its knobs. Every key besides ``name`` and ``init`` is a model knob."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, str_min_length=1)
 
     name: str = "cnn"
     """Registered model name (``dlsuite list models``)."""
@@ -445,9 +446,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = "(defaults)"
     if path is not None:
         loaded = yamlio.load(path)
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:
+            # an empty file would silently train the defaults: say so instead
+            raise ConfigError(f"config file {path} is empty; it needs at least one section (see configs/)")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"invalid config {path}: the top level must be a mapping of sections")
-        data = loaded or {}
+        data = loaded
         source = str(path)
         data.setdefault("name", Path(path).stem)
     data = apply_overrides(data, overrides or [])

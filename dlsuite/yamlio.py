@@ -44,12 +44,21 @@ def loads(text: str, source: str = "<string>") -> Any:
         raise ConfigError(f"malformed YAML at {where}: {problem}") from None
 
 
-def load(path: str | Path) -> Any:
-    """Read and parse a YAML file; a missing file raises :class:`ConfigError`."""
+def load(path: str | Path, what: str = "config file") -> Any:
+    """Read and parse a YAML file; a missing, binary or non-UTF-8 file raises :class:`ConfigError`."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder; give a YAML file")
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    return loads(p.read_text(), str(p))
+        raise ConfigError(f"{what} not found: {p}")
+    raw = p.read_bytes()
+    if b"\0" in raw:
+        raise ConfigError(f"{what} {p} is a binary file, not YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    return loads(text, str(p))
 
 
 def parse_value(text: str) -> Any:

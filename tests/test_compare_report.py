@@ -14,6 +14,7 @@ from scipy import stats as sps
 
 from dlsuite.cli import main
 from dlsuite.compare.report import compare_report, format_table
+from dlsuite.tracking import record
 from dlsuite.train.run import train
 from tests.conftest import tiny_config
 
@@ -28,7 +29,7 @@ def _study(store: str) -> tuple[MlflowClient, str, dict[tuple[str, int], str]]:
     c = MlflowClient(store)
     exp = st.experiment_id(c, "cmp")
     parent = c.create_run(
-        exp, run_name="study-tinycmp", tags={"optuna.study": "tinycmp", "dlsuite.study_parent": "true"}
+        exp, run_name="study-tinycmp", tags={record.STUDY: "tinycmp", record.STUDY_PARENT: "true"}
     ).info.run_id
     c.log_param(parent, "study.space", json.dumps(VARIANTS))
     c.log_param(parent, "study.objectives", "test_acc:maximize")
@@ -37,13 +38,11 @@ def _study(store: str) -> tuple[MlflowClient, str, dict[tuple[str, int], str]]:
         for s in SEEDS:
             cfg = tiny_config(*sets, f"seed={s}", "trainer.max_epochs=3", "tracking.experiment=cmp")
             cfg.tracking.log_checkpoint = False
-            res = train(cfg, parent_run_id=parent, tags={"dlsuite.variant": v, "dlsuite.seed": str(s)})
+            res = train(cfg, parent_run_id=parent, tags={record.VARIANT: v, record.SEED: str(s)})
             runs[(v, s)] = res.run_id
             if v == "dropout":
                 c.log_param(res.run_id, "dlsuite.tuned.model.dropout", "0.5")
-    failed = c.create_run(
-        exp, tags={"mlflow.parentRunId": parent, "dlsuite.variant": "dropout", "dlsuite.seed": "2"}
-    ).info.run_id
+    failed = c.create_run(exp, tags={record.PARENT: parent, record.VARIANT: "dropout", record.SEED: "2"}).info.run_id
     c.set_terminated(failed, "FAILED")
     return c, parent, runs
 

@@ -23,6 +23,7 @@ from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import assign_gpus, open_study, run_study
 from dlsuite.models.api import MODELS, register_model
+from dlsuite.tracking import record
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "configs" / "mnist1d_cnn.yaml"
@@ -155,9 +156,9 @@ def test_three_trial_study_end_to_end_then_resume(store: str, tmp_path: Path) ->
     for t in study.trials:
         run = next(r for r in children if r.info.run_id == t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FINISHED"
-        assert run.data.tags["optuna.trial"] == str(t.number)
-        assert run.data.tags["optuna.state"] == "COMPLETE"
-        assert run.data.tags["optuna.study"] == "e2e"
+        assert run.data.tags[record.TRIAL] == str(t.number)
+        assert run.data.tags[record.STATE] == "COMPLETE"
+        assert run.data.tags[record.STUDY] == "e2e"
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
         assert run.data.metrics["test_acc"] == pytest.approx(t.value)
     client = mlflow.MlflowClient(store)
@@ -201,7 +202,7 @@ n_trials: 3
     client = mlflow.MlflowClient(store)
     for t in trials[:2]:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
-        assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+        assert run.info.status == "FAILED" and run.data.tags[record.STATE] == "FAIL"
         assert run.data.tags["dlsuite.error"]
 
 
@@ -219,7 +220,7 @@ pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
     first, second = load("prune").trials
     assert first.state == TrialState.COMPLETE and second.state == TrialState.PRUNED
     run = mlflow.MlflowClient(store).get_run(second.user_attrs["mlflow_run_id"])
-    assert run.data.tags["optuna.state"] == "PRUNED"
+    assert run.data.tags[record.STATE] == "PRUNED"
     assert run.data.metrics["epochs_trained"] < 4
 
 
@@ -236,8 +237,8 @@ def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
         ("sgd", 0),
         ("sgd", 1),
     ]
-    kids = [r for r in runs(store, "cmp") if "variant" in r.data.tags]
-    assert sorted((r.data.tags["variant"], r.data.tags["seed"], r.data.params["seed"]) for r in kids) == [
+    kids = [r for r in runs(store, "cmp") if record.VARIANT in r.data.tags]
+    assert sorted((r.data.tags[record.VARIANT], r.data.tags[record.SEED], r.data.params["seed"]) for r in kids) == [
         ("adam", "0", "0"),
         ("adam", "1", "1"),
         ("sgd", "0", "0"),
@@ -282,7 +283,7 @@ def test_four_parallel_workers_reach_exactly_n_trials(store: str, tmp_path: Path
     assert sorted(t.number for t in trials) == list(range(5))
     owners = {t.user_attrs["dlsuite.owner"] for t in trials}
     assert len(owners) >= 2  # the trials were shared between processes
-    assert len([r for r in runs(store, "par") if "optuna.trial" in r.data.tags]) == 5
+    assert len([r for r in runs(store, "par") if record.TRIAL in r.data.tags]) == 5
 
 
 def _wait_for(cond, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-def]
@@ -360,7 +361,7 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
         assert "died" in crashed.user_attrs["fail_reason"]
         if "mlflow_run_id" in crashed.user_attrs:  # the other worker may have been killed before its run began
             run = client.get_run(crashed.user_attrs["mlflow_run_id"])
-            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "FAIL"
+            assert run.info.status == "KILLED" and run.data.tags[record.STATE] == "FAIL"
         retry = [x for x in after if x.user_attrs.get("dlsuite.retry_of") == t.number]
         if t.params:  # re-queued with the same parameters
             assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == t.params
@@ -460,7 +461,7 @@ def test_parallel_workers_share_a_gpu(store: str, tmp_path: Path) -> None:
     spec = load_study_spec(path, ["trainer.max_epochs=1", "trainer.accelerator=gpu"])
     result = run_study(spec, workers=2, gpus=["0"], report=False)
     assert result.worker_codes == [0, 0]
-    children = [r for r in runs(store, "gpus") if "optuna.trial" in r.data.tags]
+    children = [r for r in runs(store, "gpus") if record.TRIAL in r.data.tags]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     # each worker saw exactly the one GPU it was pinned to
     devices = {r.data.params["env.device"] for r in children}

@@ -26,10 +26,8 @@ import numpy as np
 
 from dlsuite.compare.stats import Paired, Summary, holm, paired_test, rank, summarize
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking import record
 
-VARIANT_TAGS = ("dlsuite.variant", "variant")
-SEED_TAGS = ("dlsuite.seed", "seed")
-TUNED_PREFIX = "dlsuite.tuned."
 CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "gap_acc")
 ARTIFACT_DIR = "comparison"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -107,7 +105,7 @@ def resolve_parent(client: Any, ref: str) -> str:
             return str(client.get_run(ref).info.run_id)
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if exp_ids:
-        for key in ("optuna.study", "dlsuite.study"):
+        for key in (record.STUDY,):
             runs = client.search_runs(
                 exp_ids,
                 filter_string=f"tags.`{key}` = '{ref}' and tags.`dlsuite.study_parent` = 'true'",
@@ -118,17 +116,12 @@ def resolve_parent(client: Any, ref: str) -> str:
                 return str(runs[0].info.run_id)
     known: set[str] = set()
     if exp_ids:
-        parents = client.search_runs(exp_ids, filter_string="tags.`dlsuite.study_parent` = 'true'", max_results=200)
-        known = {r.data.tags.get("optuna.study", "") for r in parents} - {""}
+        parents = client.search_runs(
+            exp_ids, filter_string=record.tag_filter(record.STUDY_PARENT, "true"), max_results=200
+        )
+        known = {r.data.tags.get(record.STUDY, "") for r in parents} - {""}
     hint = f"; studies in this store: {', '.join(sorted(known))}" if known else "; this store has no study runs"
     raise DlsuiteError(f"no run with id or study named {ref!r} in {client.tracking_uri}{hint}")
-
-
-def _tag(tags: dict[str, str], keys: Sequence[str]) -> str | None:
-    for k in keys:
-        if k in tags:
-            return tags[k]
-    return None
 
 
 def load_children(client: Any, parent_run_id: str, curves: Sequence[str] = CURVES) -> list[ChildRun]:
@@ -139,22 +132,24 @@ def load_children(client: Any, parent_run_id: str, curves: Sequence[str] = CURVE
     parent = client.get_run(parent_run_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        filter_string=record.tag_filter(record.PARENT, parent_run_id),
         max_results=50_000,
     )
     out = []
     for run in runs:
         tags = run.data.tags
-        variant = _tag(tags, VARIANT_TAGS)
+        variant = tags.get(record.VARIANT)
         if variant is None:
             continue
-        seed_s = _tag(tags, SEED_TAGS) or run.data.params.get("seed")
+        seed_s = tags.get(record.SEED)
         try:
             seed = int(str(seed_s))
         except ValueError:
             continue
         tuned = {
-            k[len(TUNED_PREFIX) :]: v for k, v in {**run.data.params, **tags}.items() if k.startswith(TUNED_PREFIX)
+            k[len(record.TUNED_PREFIX) :]: v
+            for k, v in {**run.data.params, **tags}.items()
+            if k.startswith(record.TUNED_PREFIX)
         }
         child = ChildRun(run.info.run_id, variant, seed, run.info.status, dict(run.data.metrics), tuned=tuned)
         if child.status == "FINISHED":
@@ -181,7 +176,7 @@ def _study_facts(client: Any, parent_run_id: str) -> tuple[str | None, list[str]
     if objective and "," not in objective and ":" in objective:
         metric, direction = objective.split(":", 1)
         maximize = direction.strip() != "minimize"
-    return tags.get("optuna.study"), order, metric, maximize
+    return tags.get(record.STUDY), order, metric, maximize
 
 
 # -- the statistics -------------------------------------------------------------------------------
@@ -565,7 +560,7 @@ def log_to_parent(client: Any, cmp: Comparison, paths: Sequence[Path]) -> None:
                 metrics.append(Metric(f"compare.{v}.{name}_mean", s.mean, 0, 0))
     for i in range(0, len(metrics), 500):
         client.log_batch(cmp.parent_run_id, metrics=metrics[i : i + 500])
-    client.set_tag(cmp.parent_run_id, "dlsuite.compare_best", cmp.rows[0].variant)
+    client.set_tag(cmp.parent_run_id, record.COMPARE_BEST, cmp.rows[0].variant)
 
 
 def compare_report(

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
 from dlsuite.hpo.storage import open_storage, resolve_storage
+from dlsuite.tracking import record
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     """Header and rows: number, state, values, params, seconds, MLflow run, reason."""
-    metrics = study.user_attrs.get("dlsuite.metrics") or [f"value{i}" for i in range(len(study.directions))]
+    metrics = study.user_attrs.get(record.ATTR_METRICS) or [f"value{i}" for i in range(len(study.directions))]
     keys = sorted({k for t in study.trials for k in t.params})
     rows = []
     for t in study.trials:
@@ -94,8 +95,8 @@ def variant_stats(study: optuna.Study) -> dict[str, dict[str, float]]:
 
 def render(study: optuna.Study) -> str:
     """The report's text."""
-    kind = study.user_attrs.get("dlsuite.type", "search")
-    metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
+    kind = study.user_attrs.get(record.ATTR_TYPE, "search")
+    metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
     counts: dict[str, int] = {}
     for t in study.trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -148,7 +149,7 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
+    metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
     files: list[Path] = []
     skipped: dict[str, str] = {}
     single = len(study.directions) == 1
@@ -162,7 +163,7 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
     }
     if not single:
         makers["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=metrics)
-    if study.user_attrs.get("dlsuite.type") == "compare":
+    if study.user_attrs.get(record.ATTR_TYPE) == "compare":
         makers = {"variants": lambda: _variant_plot(study, name0)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -217,7 +218,7 @@ def write_report(
     text = render(study)
     files, skipped = _plots(study, out_dir)
     parent = study.user_attrs.get("mlflow_parent_run_id")
-    if study.user_attrs.get("dlsuite.type") == "compare" and parent:
+    if study.user_attrs.get(record.ATTR_TYPE) == "compare" and parent:
         # Compare studies get the statistical comparison (CIs, paired tests, curves over seeds),
         # built from the MLflow children and attached to the parent under comparison/.
         from dlsuite.compare.report import compare_report, format_table
@@ -252,9 +253,9 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
 
     ts = int(time.time() * 1000)
     ms = [Metric(f"trials_{s.name.lower()}", float(n), ts, 0) for s, n in _state_counts(study).items()]
-    metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
+    metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in study.trials):
-        if study.user_attrs.get("dlsuite.type") != "compare":
+        if study.user_attrs.get(record.ATTR_TYPE) != "compare":
             ms.append(Metric(f"best_{metrics[0]}", float(study.best_value), ts, 0))
             client.set_tag(parent, "best_trial", str(study.best_trial.number))
     client.log_batch(parent, metrics=ms)
@@ -284,7 +285,7 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
-                "type": study.user_attrs.get("dlsuite.type", "?"),
+                "type": study.user_attrs.get(record.ATTR_TYPE, "?"),
                 "trials": len(study.trials),
                 **{s: counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
                 "best": best.value if best is not None else None,

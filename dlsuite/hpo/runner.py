@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking import record
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def record_failed_run(
     """An MLflow child run for a trial that failed before its run existed (so every trial is in MLflow)."""
     from mlflow.entities import Param
 
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "dlsuite.error": reason[:5000]})
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, record.ERROR: reason[:5000]})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.set_terminated(run.info.run_id, status="FAILED")
     return str(run.info.run_id)

@@ -29,15 +29,15 @@ from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
 from dlsuite.hpo.tuning import tune_variants, tuned_params
-from dlsuite.tracking import store
+from dlsuite.tracking import record, store
 from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
 
-OWNER_ATTR = "dlsuite.owner"
-REQUEUED_ATTR = "dlsuite.requeued"
+OWNER_ATTR = record.ATTR_OWNER
+REQUEUED_ATTR = record.ATTR_REQUEUED
 PARENT_ATTR = "mlflow_parent_run_id"
-STATE_TAG = "optuna.state"
+STATE_TAG = record.STATE
 EXIT_CONFIG = 2
 
 
@@ -71,10 +71,10 @@ def open_study(spec: StudySpec, url: str, worker: int = 0) -> optuna.Study:
             f"study {spec.name!r} exists in {url} with directions {have}, not {spec.directions}; "
             "rename the study or remove it"
         )
-    kind = study.user_attrs.get("dlsuite.type")
+    kind = study.user_attrs.get(record.ATTR_TYPE)
     if kind is None:
-        study.set_user_attr("dlsuite.type", spec.type)
-        study.set_user_attr("dlsuite.metrics", [o.metric for o in spec.objectives])
+        study.set_user_attr(record.ATTR_TYPE, spec.type)
+        study.set_user_attr(record.ATTR_METRICS, [o.metric for o in spec.objectives])
     elif kind != spec.type:
         raise ConfigError(f"study {spec.name!r} exists as type {kind!r}, not {spec.type!r}")
     return study
@@ -94,7 +94,7 @@ def mlflow_end(client: Any, run_id: str | None, state: str, reason: str | None =
     try:
         client.set_tag(run_id, STATE_TAG, state)
         if reason:
-            client.set_tag(run_id, "optuna.fail_reason", reason[:5000])
+            client.set_tag(run_id, record.FAIL_REASON, reason[:5000])
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, ERROR_TAG, reason or "trial ended without ending its run")
             client.set_terminated(run_id, status="KILLED")
@@ -115,7 +115,7 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
     params = t.params or t.system_attrs.get("fixed_params") or {}
     if params:
         kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
-        study.enqueue_trial(params, user_attrs={"dlsuite.retry_of": t.number, **kept})
+        study.enqueue_trial(params, user_attrs={record.ATTR_RETRY_OF: t.number, **kept})
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
 
 
@@ -210,7 +210,11 @@ def _trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Any, dict[str, 
         trial.set_user_attr("variant", variant)
         trial.set_user_attr("seed", seed)
         tuned = tuned_params(trial.study, variant)
-        tags = {"variant": variant, "seed": str(seed), **{f"dlsuite.tuned.{k}": str(v) for k, v in tuned.items()}}
+        tags = {
+            record.VARIANT: variant,
+            record.SEED: str(seed),
+            **{record.TUNED_PREFIX + k: str(v) for k, v in tuned.items()},
+        }
         name = f"{variant}-seed{seed}"
         build = lambda: spec.run_config({"seed": seed, **tuned}, variant=variant)  # noqa: E731
     else:
@@ -234,10 +238,10 @@ def run_one(
     """Run one asked trial to its end and tell Optuna and MLflow how it ended."""
     cfg, extra, run_name = _trial_config(spec, trial)
     tags = {
-        "optuna.study": spec.name,
-        "optuna.trial": str(trial.number),
+        record.STUDY: spec.name,
+        record.TRIAL: str(trial.number),
         STATE_TAG: "RUNNING",
-        "dlsuite.study_type": spec.type,
+        record.STUDY_TYPE: spec.type,
         **extra,
     }
     ctx = TrialContext(parent_run_id, tags, spec.pruner.name != "none", spec.prune_monitor)
@@ -267,7 +271,7 @@ def run_one(
         from dlsuite.hpo.runner import record_failed_run
 
         exp = store.experiment_id(client, spec.mlflow_experiment)
-        tags = {**tags, "mlflow.parentRunId": parent_run_id} if parent_run_id else tags
+        tags = {**tags, record.PARENT: parent_run_id} if parent_run_id else tags
         outcome.run_id = record_failed_run(client, exp, run_name, tags, trial.params, outcome.reason or "")
         trial.set_user_attr(RUN_ID_ATTR, outcome.run_id)
     if outcome.reason:
@@ -348,9 +352,9 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
             log.info("parent run %s not in this tracking store; creating one", run_id)
     exp = store.experiment_id(client, spec.mlflow_experiment)
     tags = {
-        "optuna.study": spec.name,
-        "dlsuite.study_type": spec.type,
-        "dlsuite.study_parent": "true",
+        record.STUDY: spec.name,
+        record.STUDY_TYPE: spec.type,
+        record.STUDY_PARENT: "true",
         OWNER_TAG: owner_id(),
     }
     run = client.create_run(exp, run_name=f"study-{spec.name}", tags=tags)

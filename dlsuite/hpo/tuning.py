@@ -16,11 +16,12 @@ from pydantic import Field
 
 from dlsuite.config import apply_overrides
 from dlsuite.hpo.spec import ParamSpec, StudySpec, _Strict
+from dlsuite.tracking import record
 
 if TYPE_CHECKING:
     import optuna
 
-TUNED_ATTR = "dlsuite.tuned."
+TUNED_ATTR = record.TUNED_PREFIX
 
 
 class TuneSpec(_Strict):

@@ -15,10 +15,10 @@ import time
 from types import FrameType, TracebackType
 from typing import Any
 
-from dlsuite.tracking import store
+from dlsuite.tracking import record, store
 
-OWNER_TAG = "dlsuite.owner"
-ERROR_TAG = "dlsuite.error"
+OWNER_TAG = record.OWNER
+ERROR_TAG = record.ERROR
 
 
 class Killed(KeyboardInterrupt):
@@ -119,7 +119,7 @@ class TrackedRun:
         exp = store.experiment_id(self.client, self.experiment)
         tags = {**self.tags, OWNER_TAG: owner_id()}
         if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
+            tags[record.PARENT] = self.parent_run_id
         run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self._install_signals()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlsuite.config import RunConfig, build_config
+from dlsuite.tracking import record
 from dlsuite.tracking.runs import TrackedRun
 
 # Metrics of the children that are summarised (mean and std) in the parent of a cross-validation.
@@ -49,7 +50,7 @@ def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
     name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}-{kind}"
-    all_tags = {**run_tags(cfg), **(tags or {}), "dlsuite.protocol": kind}
+    all_tags = {**run_tags(cfg), **(tags or {}), record.PROTOCOL: kind}
     return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id)
 
 
@@ -134,7 +135,7 @@ def cross_validate(
     members = [
         (
             _child(cfg, {"data.fold": i, "tracking.run_name": f"{cfg.name or cfg.model.name}-fold{i}"}),
-            {"dlsuite.fold": str(i)},
+            {record.FOLD: str(i)},
         )
         for i in range(k)
     ]
@@ -174,7 +175,7 @@ def bagging(
             "data.bootstrap_seed": 1000 * cfg.seed + i,
             "tracking.run_name": f"{cfg.name or cfg.model.name}-member{i}",
         }
-        members.append((_child(cfg, changes), {"dlsuite.member": str(i)}))
+        members.append((_child(cfg, changes), {record.MEMBER: str(i)}))
 
     def summarize(results: list[Any]) -> dict[str, float]:
         probs, y = [], None

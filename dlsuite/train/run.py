@@ -24,7 +24,7 @@ from dlsuite.build import build_run, describe
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.models.cost import cost_metrics
-from dlsuite.tracking import plots
+from dlsuite.tracking import plots, record
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
@@ -71,10 +71,10 @@ class _DivergenceCheck(Callback):
 def run_tags(cfg: RunConfig) -> dict[str, str]:
     """Tags naming what the run is, for filtering in the MLflow UI."""
     return {
-        "dlsuite.dataset": cfg.data.name,
-        "dlsuite.model": cfg.model.name,
-        "dlsuite.task": cfg.task.name,
-        "dlsuite.config": cfg.name or "",
+        record.DATASET: cfg.data.name,
+        record.MODEL: cfg.model.name,
+        record.TASK: cfg.task.name,
+        record.CONFIG: cfg.name or "",
         **cfg.tracking.tags,
     }
 

@@ -24,6 +24,7 @@ from lightning.pytorch.tuner import Tuner
 from dlsuite.build import build_run
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking import record
 from dlsuite.tracking.runs import TrackedRun
 from dlsuite.train.speed import resolve_precision
 
@@ -68,7 +69,7 @@ def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
     name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
-    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), "dlsuite.tune": kind}, None)
+    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), record.FINDER: kind}, None)
     with tracked:
         from mlflow.entities import Param
 

@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from dlsuite.errors import ConfigError
 from dlsuite.models.api import register_model
+from dlsuite.tracking import record
 from dlsuite.transfer.providers import Backbone, create_backbone, is_checkpoint_ref
 from dlsuite.transfer.strategies import TRANSFER_STRATEGIES, set_trainable
 
@@ -205,7 +206,7 @@ def transfer(
         raise ValueError(f"backbone {backbone!r} takes images (C, H, W); the data's examples are {input_shape}")
     mean, std = (bb.mean, bb.std) if input_norm == "backbone" else (None, None)
     adapter = InputAdapter(input_shape[0], bb.in_channels, size, mean, std)
-    tags = {"dlsuite.transfer.backbone": backbone, "dlsuite.transfer.strategy": strategy, **bb.tags}
+    tags = {record.TRANSFER_BACKBONE: backbone, record.TRANSFER_STRATEGY: strategy, **bb.tags}
     return TransferNet(
         bb,
         num_classes,

@@ -12,7 +12,7 @@ from typing import Any
 
 from dlsuite.config import RunConfig, build_config
 from dlsuite.errors import ConfigError
-from dlsuite.tracking import store
+from dlsuite.tracking import record, store
 from dlsuite.train.run import RunResult, train
 
 
@@ -53,5 +53,5 @@ def pretrain_then_finetune(pretrain: RunConfig, finetune: RunConfig, **knobs: An
     assert first.run_id is not None
     second = train(finetune_config(finetune, first.run_id, **knobs))
     if second.run_id is not None:
-        store.client(pretrain.tracking.uri).set_tag(first.run_id, "dlsuite.finetuned_by", second.run_id)
+        store.client(pretrain.tracking.uri).set_tag(first.run_id, record.FINETUNED_BY, second.run_id)
     return TransferResult(first, second)

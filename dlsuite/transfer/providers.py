@@ -34,6 +34,7 @@ from torch import nn
 
 from dlsuite.errors import ConfigError, DlsuiteError, did_you_mean
 from dlsuite.registry import Registry
+from dlsuite.tracking import record
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -186,7 +187,7 @@ def efficientnet_lite0(num_classes: int = 1000, pretrained: bool | str = True) -
 
 def _lite0_provider(pretrained: bool | str) -> Backbone:
     model: Any = efficientnet_lite0(num_classes=0, pretrained=pretrained)
-    tags = {"dlsuite.transfer.weights": str(lite0_weights_path()) if pretrained is True else str(pretrained)}
+    tags = {record.TRANSFER_WEIGHTS: str(lite0_weights_path()) if pretrained is True else str(pretrained)}
     return Backbone(model, int(model.num_features), 3, None, (0.5,) * 3, (0.5,) * 3, tags)
 
 
@@ -213,12 +214,12 @@ def _torchvision_provider(arch: str, pretrained: bool | str) -> Backbone:
                 )
         else:
             model = torchvision.models.get_model(arch, weights=weights)
-        tags["dlsuite.transfer.weights"] = str(weights)
+        tags[record.TRANSFER_WEIGHTS] = str(weights)
     else:
         model = torchvision.models.get_model(arch, weights=None)
         if pretrained:
             _load_into(model, load_state_file(str(pretrained)), str(pretrained))
-            tags["dlsuite.transfer.weights"] = str(pretrained)
+            tags[record.TRANSFER_WEIGHTS] = str(pretrained)
     model, width = strip_classifier(model)
     return Backbone(_FirstOutput(model), width, 3, None, IMAGENET_MEAN, IMAGENET_STD, tags)
 
@@ -253,13 +254,13 @@ def _timm_provider(name: str, pretrained: bool | str) -> Backbone:
         cached = _timm_cached_file(cfg)
         if cached is not None:
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
-            tags["dlsuite.transfer.weights"] = cached
+            tags[record.TRANSFER_WEIGHTS] = cached
         else:
             reason = "offline (DLSUITE_OFFLINE/HF_HUB_OFFLINE set)" if offline() else ""
             if not reason:
                 try:
                     model = _with_timeout(lambda: timm.create_model(name, pretrained=True))
-                    tags["dlsuite.transfer.weights"] = str(cfg.get("hf_hub_id") or cfg.get("url"))
+                    tags[record.TRANSFER_WEIGHTS] = str(cfg.get("hf_hub_id") or cfg.get("url"))
                 except Exception as exc:  # noqa: BLE001  (any download failure means: not available)
                     reason = f"download failed ({type(exc).__name__}: {exc})"
             if reason:
@@ -271,7 +272,7 @@ def _timm_provider(name: str, pretrained: bool | str) -> Backbone:
                 )
     elif pretrained:
         _load_into(model, load_state_file(str(pretrained)), str(pretrained))
-        tags["dlsuite.transfer.weights"] = str(pretrained)
+        tags[record.TRANSFER_WEIGHTS] = str(pretrained)
     model.reset_classifier(0)
     mean = tuple(cfg.get("mean", IMAGENET_MEAN))
     std = tuple(cfg.get("std", IMAGENET_STD))
@@ -348,19 +349,19 @@ def _checkpoint_provider(ref: str, pretrained: bool | str) -> Backbone:
     if ref.startswith("run:"):
         run_id = ref[len("run:") :]
         path = fetch_run_checkpoint(run_id)
-        tags["dlsuite.source_run"] = run_id
+        tags[record.SOURCE_RUN] = run_id
     else:
         path = Path(ref.removeprefix("path:")).expanduser()
     model, hp = load_suite_checkpoint(path)
-    tags["dlsuite.source_checkpoint"] = str(path) if "dlsuite.source_run" not in tags else ref
-    tags["dlsuite.source_model"] = str(hp["config"]["model"]["name"])
-    tags["dlsuite.source_dataset"] = str(hp["config"]["data"]["name"])
+    tags[record.SOURCE_CHECKPOINT] = str(path) if record.SOURCE_RUN not in tags else ref
+    tags[record.SOURCE_MODEL] = str(hp["config"]["model"]["name"])
+    tags[record.SOURCE_DATASET] = str(hp["config"]["data"]["name"])
     if not pretrained:  # same architecture, fresh weights: the from-scratch control
         for m in model.modules():
             reset = getattr(m, "reset_parameters", None)
             if callable(reset):
                 reset()
-        tags["dlsuite.transfer.weights"] = "none (random init)"
+        tags[record.TRANSFER_WEIGHTS] = "none (random init)"
     model, width = strip_classifier(model)
     shape = tuple(int(s) for s in hp["input_shape"])
     return Backbone(model, width, shape[0], shape[1:], None, None, tags)
