@@ -3,7 +3,7 @@
 Each recipe (``benchmarks/recipes.py``) is trained three ways on the same data, model, optimiser
 and batch size:
 
-- ``dlsuite``: ``dlsuite.train.run.train(cfg)``, the real thing: MLflow tracking into a temporary
+- ``dlsuite``: ``dlsuite.runner.run.train(cfg)``, the real thing: MLflow tracking into a temporary
   store, checkpointing, device-resident data, device-side metrics (progress bar off);
 - ``hand``: a hand-written PyTorch loop over device-resident tensors (``randperm`` + indexing,
   forward, ``cross_entropy``, ``zero_grad``, ``backward``, ``step``), nothing else;
@@ -51,7 +51,7 @@ from benchmarks.recipes import RECIPES, Recipe
 from dlsuite.config import RunConfig, load_config
 from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
-from dlsuite.train.speed import EpochTimer, cheap_cuda_check, prepare_model, resolve_precision
+from dlsuite.techniques.speed import EpochTimer, cheap_cuda_check, prepare_model, resolve_precision
 
 MODES = ("dlsuite", "hand", "lightning")
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,8 +219,8 @@ def run_lightning(cfg: RunConfig, device: torch.device) -> dict[str, float]:
 
 
 def run_dlsuite(cfg: RunConfig, device: torch.device) -> dict[str, float]:
-    """``dlsuite.train.run.train``: tracked in MLflow, checkpointed, as a user runs it."""
-    from dlsuite.train.run import train
+    """``dlsuite.runner.run.train``: tracked in MLflow, checkpointed, as a user runs it."""
+    from dlsuite.runner.run import train
 
     result = train(cfg)
     keys = ("steps_per_s", "compile_time_s", "mlflow_log_fraction", "epoch_time_s")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from dlsuite.config import load_config
+from dlsuite.runner.run import TrainingDiverged, train
 from dlsuite.tracking import store
-from dlsuite.train.run import TrainingDiverged, train
 
 DEMOS = Path(__file__).resolve().parent.parent / "configs" / "demos"
 KEYS = ("test_acc", "best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_gap_acc", "final_gap_loss")

@@ -55,7 +55,7 @@ def main() -> int:
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     if not args.table:
-        from dlsuite.train.run import train
+        from dlsuite.runner.run import train
 
         done = {(r["variant"], r["seed"]) for r in rows}
         for seed in args.seeds if args.seeds is not None else spec["seeds"]:

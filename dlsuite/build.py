@@ -115,7 +115,7 @@ def _check_model(cfg: RunConfig) -> None:
 def _check_task(cfg: RunConfig) -> None:
     from dlsuite.models import MODELS
     from dlsuite.tasks import TASK_SPECS, TASKS
-    from dlsuite.train.losses import check_loss, create_loss
+    from dlsuite.techniques.losses import check_loss, create_loss
 
     TASKS.check(cfg.task.name, what="task")
     spec = TASK_SPECS[cfg.task.name]
@@ -150,7 +150,7 @@ def _check_monitor(key: str, metric: str, mode: str, task: str) -> None:
 def _check_optim(cfg: RunConfig) -> None:
     from torch import nn
 
-    from dlsuite.train.optim import SCHEDULERS, create_optimizer, create_scheduler
+    from dlsuite.techniques.optim import SCHEDULERS, create_optimizer, create_scheduler
 
     SCHEDULERS.check(cfg.optim.schedule.name, what="schedule")
     # Build both over a 2x2 probe: options passed through (optim.args) are checked by the class itself,
@@ -163,7 +163,7 @@ def _check_optim(cfg: RunConfig) -> None:
 
 
 def _check_techniques(cfg: RunConfig) -> None:
-    from dlsuite.train.optim import check_snapshot
+    from dlsuite.techniques.optim import check_snapshot
 
     r = cfg.regularization
     if r.swa is not None and r.ema is not None:
@@ -218,7 +218,7 @@ def build_run(cfg: RunConfig) -> RunParts:
     from dlsuite.data import create_datamodule
     from dlsuite.models import apply_init, create_model
     from dlsuite.tasks import create_task
-    from dlsuite.train.speed import configure_backends, prepare_model
+    from dlsuite.techniques.speed import configure_backends, prepare_model
 
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

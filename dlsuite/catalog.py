@@ -12,6 +12,15 @@ import dlsuite.hpo.samplers
 import dlsuite.models
 import dlsuite.models.layers
 import dlsuite.tasks
-import dlsuite.train.losses
-import dlsuite.train.optim
+import dlsuite.techniques.losses
+import dlsuite.techniques.optim
 import dlsuite.transfer  # noqa: F401  (backbones, strategies, the transfer model)
+from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.registry import REGISTRIES, Registry
+
+
+def get_registry(kind: str) -> Registry:  # type: ignore[type-arg]
+    """The registry of ``kind``, or a :class:`ConfigError` listing the kinds."""
+    if kind not in REGISTRIES:
+        raise ConfigError(f"unknown kind {kind!r}{did_you_mean(kind, REGISTRIES)}; valid: {', '.join(REGISTRIES)}")
+    return REGISTRIES[kind]

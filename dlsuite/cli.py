@@ -8,34 +8,17 @@ Each subcommand is an ``add_*`` function below, registered in ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 
 from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.cli_study import add_study
 from dlsuite.errors import DlsuiteError
+from dlsuite.runner.quiet import quiet
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
-
-
-def _quiet() -> None:
-    # Lightning's start-up chatter and hints about DataLoader workers do not apply to the
-    # in-memory path; keep warnings that matter.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    for msg in (
-        ".*does not have many workers.*",
-        ".*LeafSpec.*",
-        ".*smaller than the logging interval.*",
-        ".*treespec.*",
-        ".*Checkpoint directory.*exists.*",
-    ):
-        warnings.filterwarnings("ignore", message=msg)
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -47,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    from dlsuite.train.run import TrainingDiverged, is_rank_zero, train
+    from dlsuite.runner.run import TrainingDiverged, is_rank_zero, train
 
     try:
         result = train(cfg)
@@ -81,7 +64,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 # -- list -------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registered names of one kind, one per line (or the kinds, without KIND)."""
-    from dlsuite.registry import REGISTRIES, get_registry
+    from dlsuite.catalog import get_registry
+    from dlsuite.registry import REGISTRIES
 
     if args.kind is None:
         get_registry("models")  # fills every registry
@@ -162,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _quiet()
+    quiet()
     try:
         return int(args.func(args))
     except DlsuiteError as exc:

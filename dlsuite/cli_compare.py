@@ -1,4 +1,4 @@
-"""``dlsuite compare report`` and ``dlsuite doctor``: thin CLI wrappers over :mod:`dlsuite.compare`."""
+"""``dlsuite compare report`` and ``dlsuite doctor``: thin CLI wrappers over :mod:`dlsuite.reports`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def cmd_compare_report(args: argparse.Namespace) -> int:
     """Print the comparison table of a compare study and attach it, with plots, to its parent run."""
-    from dlsuite.compare.report import compare_report, format_table
+    from dlsuite.reports.comparison import compare_report, format_table
 
     maximize = None if args.direction is None else args.direction == "maximize"
     cmp, paths = compare_report(
@@ -45,7 +45,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Diagnose a finished run (over- or underfitting, and why) and write a compare study of remedies."""
-    from dlsuite.compare.doctor import diagnose_run, format_diagnosis, write_remedy_study
+    from dlsuite.reports.doctor import diagnose_run, format_diagnosis, write_remedy_study
 
     diagnosis = diagnose_run(args.run_id, uri=args.uri)
     print(format_diagnosis(diagnosis), end="")

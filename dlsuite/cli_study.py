@@ -28,17 +28,18 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: valid ({spec.type}, {len(spec.space or spec.variants)} keys/variants)")
         return 0
     from dlsuite.hpo.study import run_study
+    from dlsuite.reports.study import report_study
 
     result = run_study(spec, workers=args.workers, gpus=gpus)
     print(f"study {result.name}: {result.counts} (storage {result.storage})")
-    if result.report_dir:
-        print(f"report: {result.report_dir}/report.md; MLflow parent run {result.parent_run_id}")
+    rep = report_study(spec, result)
+    print(f"report: {rep.out_dir}/report.md; MLflow parent run {result.parent_run_id}")
     return 0
 
 
 def cmd_study_report(args: argparse.Namespace) -> int:
     """Print a study's best trial and table; write the plots; attach them to its MLflow parent run."""
-    from dlsuite.hpo.report import write_report
+    from dlsuite.reports.study import write_report
 
     rep = write_report(args.name, args.storage, args.out, attach=not args.no_attach)
     print(rep.text)
@@ -48,7 +49,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
 def cmd_study_list(args: argparse.Namespace) -> int:
     """List the studies in the storage with their trial counts by state."""
-    from dlsuite.hpo.report import _table, list_studies
+    from dlsuite.reports.study import _table, list_studies
 
     rows = list_studies(args.storage)
     if not rows:

@@ -13,7 +13,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def cmd_tune_lr(args: argparse.Namespace) -> int:
     """Run the learning-rate range test; log the curve (plot) and the suggestion (param) to MLflow."""
     from dlsuite.build import load_run_config
-    from dlsuite.train.tune import tune_lr
+    from dlsuite.runner.finders import tune_lr
 
     cfg = load_run_config(args.config, args.set)
     result = tune_lr(cfg, min_lr=args.min_lr, max_lr=args.max_lr, num_training=args.num_training)
@@ -34,7 +34,7 @@ def add_tune_lr(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def cmd_tune_batch_size(args: argparse.Namespace) -> int:
     """Find the largest batch size that fits (doubling until out of memory); log throughput per size to MLflow."""
     from dlsuite.build import load_run_config
-    from dlsuite.train.tune import tune_batch_size
+    from dlsuite.runner.finders import tune_batch_size
 
     cfg = load_run_config(args.config, args.set)
     result = tune_batch_size(

@@ -283,7 +283,7 @@ class TrainerConfig(Section):
     """Whether lower or higher ``checkpoint_monitor`` is better."""
     test_checkpoint: Literal["best", "last"] = "best"
     """Test the ``best`` validation checkpoint, or the ``last`` weights (the MNIST-1D paper's protocol)."""
-    # -- fast paths (dlsuite/train/speed.py; measured by benchmarks/bench.py) --------------------
+    # -- fast paths (dlsuite/techniques/speed.py; measured by benchmarks/bench.py) --------------------
     compile: bool = False
     """``torch.compile`` the model (off by default: compiling costs tens of seconds on a CPU, more
     than a short run gains; the time is reported apart as ``compile_time_s``)."""

@@ -117,12 +117,3 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-def get_registry(kind: str) -> Registry[Any]:
-    """The registry of ``kind``, or a :class:`ConfigError` listing the kinds."""
-    import dlsuite.catalog  # noqa: F401  (importing fills every registry)
-
-    if kind not in REGISTRIES:
-        raise ConfigError(f"unknown kind {kind!r}{did_you_mean(kind, REGISTRIES)}; valid: {', '.join(REGISTRIES)}")
-    return REGISTRIES[kind]

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from scipy import stats as sps
 
 from dlsuite.cli import main
-from dlsuite.compare.report import compare_report, format_table
+from dlsuite.reports.comparison import compare_report, format_table
+from dlsuite.runner.run import train
 from dlsuite.tracking import record
-from dlsuite.train.run import train
 from tests.conftest import tiny_config
 
 VARIANTS = {"none": [], "dropout": ["model.dropout=0.5"]}

@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from dlsuite.compare.stats import holm, paired_test, rank, summarize
+from dlsuite.reports.stats import holm, paired_test, rank, summarize
 
 T975_DF2 = 4.303  # t table, two-sided 95%, 2 degrees of freedom
 T975_DF4 = 2.776  # 4 degrees of freedom

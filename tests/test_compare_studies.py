@@ -9,7 +9,7 @@ import pytest
 
 from dlsuite.errors import ConfigError
 from dlsuite.hpo.spec import build_study_spec, load_study_spec
-from dlsuite.train.run import train
+from dlsuite.runner.run import train
 from dlsuite.yamlio import load
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("compare_*.yaml"))

@@ -11,6 +11,8 @@ from mlflow import MlflowClient
 from dlsuite.errors import ConfigError
 from dlsuite.hpo.spec import load_study_spec, validate
 from dlsuite.hpo.study import run_study
+from dlsuite.reports.study import report_study
+from dlsuite.tracking import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,23 +37,27 @@ tune:
 def test_a_tuned_variant_runs_its_seeds_at_the_strength_it_was_tuned_to(store: str, tmp_path: Path) -> None:
     path = tmp_path / "fair.yaml"
     path.write_text(STUDY)
-    result = run_study(load_study_spec(path), report=True)
+    spec = load_study_spec(path)
+    result = run_study(spec)
+    report_study(spec, result)
     assert result.counts.get("COMPLETE") == 4
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(result.storage))
     study = optuna.load_study(study_name="fair", storage=storage)
-    tuned = study.user_attrs["dlsuite.tuned.l2"]["regularization.l2"]
+    tuned = study.user_attrs[record.TUNED_PREFIX + "l2"]["regularization.l2"]
     inner = optuna.load_study(study_name="fair.tune.l2", storage=storage)
     assert len(inner.trials) == 3 and inner.best_trial.params["regularization.l2"] == tuned
-    assert "dlsuite.tuned.none" not in study.user_attrs
+    assert record.TUNED_PREFIX + "none" not in study.user_attrs
     c = MlflowClient(store)
-    children = c.search_runs([c.get_experiment_by_name("fair").experiment_id], filter_string="tags.variant = 'l2'")
-    children = [r for r in children if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
+    children = c.search_runs(
+        [c.get_experiment_by_name("fair").experiment_id], filter_string=record.tag_filter(record.VARIANT, "l2")
+    )
+    children = [r for r in children if r.data.tags.get(record.PARENT) == result.parent_run_id]
     assert len(children) == 2  # both seeds of the tuned variant, under the compare study's parent
     for run in children:
         assert float(run.data.params["regularization.l2"]) == pytest.approx(tuned)  # trained at the tuned strength
-        assert float(run.data.tags["dlsuite.tuned.regularization.l2"]) == pytest.approx(tuned)
+        assert float(run.data.tags[record.TUNED_PREFIX + "regularization.l2"]) == pytest.approx(tuned)
     # resuming does not tune again
-    again = run_study(load_study_spec(path), report=False)
+    again = run_study(load_study_spec(path))
     assert again.counts.get("COMPLETE") == 4
     assert len(optuna.load_study(study_name="fair.tune.l2", storage=storage).trials) == 3
 

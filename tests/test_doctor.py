@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 
 from dlsuite.build import load_run_config
 from dlsuite.cli import main
-from dlsuite.compare.doctor import diagnose, diagnose_run, remedy_study, write_remedy_study
 from dlsuite.hpo.spec import load_study_spec
-from dlsuite.train.run import train
+from dlsuite.reports.doctor import diagnose, diagnose_run, remedy_study, write_remedy_study
+from dlsuite.runner.run import train
 from tests.conftest import tiny_config
 
 OVERFIT_REMEDIES = {

@@ -23,9 +23,9 @@ from dlsuite.build import load_run_config
 from dlsuite.data import create_datamodule
 from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
+from dlsuite.runner.run import train
 from dlsuite.tasks import create_task
-from dlsuite.train.run import train
-from dlsuite.train.speed import CudaGraphSteps, EpochTimer, prepare_model, resolve_precision, step_callbacks
+from dlsuite.techniques.speed import CudaGraphSteps, EpochTimer, prepare_model, resolve_precision, step_callbacks
 from tests.conftest import tiny_config
 
 # A tiny run that learns enough to compare: 5 epochs of 600 MNIST-1D sequences, Adam 1e-2.

@@ -18,11 +18,11 @@ from torch import nn
 
 from dlsuite.cli import main
 from dlsuite.errors import ConfigError
-from dlsuite.hpo.report import list_studies
 from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import assign_gpus, open_study, run_study
 from dlsuite.models.api import MODELS, register_model
+from dlsuite.reports.study import list_studies
 from dlsuite.tracking import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ n_trials: 3
     study.enqueue_trial({"optim.lr": 1e12, "model.kernel_size": 3})  # diverges to NaN
     study.enqueue_trial({"optim.lr": 0.01, "model.kernel_size": 99})  # the model raises when built
     study.enqueue_trial({"optim.lr": 0.01, "model.kernel_size": 3})
-    run_study(spec, report=False)
+    run_study(spec)
     trials = load("bad").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     assert "diverged" in trials[0].user_attrs["fail_reason"]
@@ -216,7 +216,7 @@ pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
     study = open_study(spec, resolve_storage())
     study.enqueue_trial({"optim.lr": 0.01})
     study.enqueue_trial({"optim.lr": 1e-7})  # learns nothing: below the median at the first epoch
-    run_study(spec, report=False)
+    run_study(spec)
     first, second = load("prune").trials
     assert first.state == TrialState.COMPLETE and second.state == TrialState.PRUNED
     run = mlflow.MlflowClient(store).get_run(second.user_attrs["mlflow_run_id"])
@@ -268,7 +268,7 @@ def test_shipped_study_smoke_run(store: str, path: Path) -> None:
     if "train_per_class" in path.read_text():  # few labels per class already keeps the run small
         sets.remove("data.train_samples=100")
     spec = load_study_spec(path, sets)
-    result = run_study(spec, report=False)
+    result = run_study(spec)
     assert sum(result.counts.get(s, 0) for s in ("COMPLETE", "PRUNED")) == spec.n_trials
 
 
@@ -276,7 +276,7 @@ def test_shipped_study_smoke_run(store: str, path: Path) -> None:
 def test_four_parallel_workers_reach_exactly_n_trials(store: str, tmp_path: Path) -> None:
     path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 5"), name="par")
     spec = load_study_spec(path, ["trainer.max_epochs=1", "tracking.plots=false"])
-    result = run_study(spec, workers=4, report=False)
+    result = run_study(spec, workers=4)
     assert result.worker_codes == [0, 0, 0, 0]
     trials = load("par").trials
     assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -349,7 +349,7 @@ def test_sigkill_mid_trial_then_resume_loses_nothing_and_leaves_nothing_running(
 
     target = sum(1 for t in before if t.state.is_finished()) + 2
     spec = load_study_spec(path, [f"n_trials={target}", "tracking.plots=false"])
-    run_study(spec, report=False)
+    run_study(spec)
 
     after = load("kill").trials
     assert {t.number: (t.state, t.values) for t in after if t.number in finished} == finished  # nothing lost
@@ -445,7 +445,7 @@ def test_cuda_oom_trial_is_recorded_and_the_study_goes_on(store: str, tmp_path: 
     study = open_study(spec, resolve_storage())
     study.enqueue_trial({"model.hog_gib": 100000.0})
     study.enqueue_trial({"model.hog_gib": 0.0})
-    run_study(spec, report=False)
+    run_study(spec)
     trials = load("oom").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "CUDA out of memory" in trials[0].user_attrs["fail_reason"]
@@ -459,7 +459,7 @@ def test_cuda_oom_trial_is_recorded_and_the_study_goes_on(store: str, tmp_path: 
 def test_parallel_workers_share_a_gpu(store: str, tmp_path: Path) -> None:
     path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 4"), name="gpus")
     spec = load_study_spec(path, ["trainer.max_epochs=1", "trainer.accelerator=gpu"])
-    result = run_study(spec, workers=2, gpus=["0"], report=False)
+    result = run_study(spec, workers=2, gpus=["0"])
     assert result.worker_codes == [0, 0]
     children = [r for r in runs(store, "gpus") if record.TRIAL in r.data.tags]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)

@@ -15,10 +15,10 @@ from dlsuite.config import ScheduleConfig
 from dlsuite.data.augment import AUGMENTATIONS, Augmenter
 from dlsuite.data.resample import bootstrap_indices, fold_indices
 from dlsuite.errors import ConfigError
-from dlsuite.train.ensembles import cycle_ends, ensemble_metrics
-from dlsuite.train.losses import LOSSES, create_loss
-from dlsuite.train.optim import OPTIMIZERS, create_optimizer, create_scheduler, param_groups
-from dlsuite.train.regularizers import BatchMixer, TrainObjective, penalized_weights, weight_penalty
+from dlsuite.techniques.ensembles import cycle_ends, ensemble_metrics
+from dlsuite.techniques.losses import LOSSES, create_loss
+from dlsuite.techniques.optim import OPTIMIZERS, create_optimizer, create_scheduler, param_groups
+from dlsuite.techniques.regularizers import BatchMixer, TrainObjective, penalized_weights, weight_penalty
 
 from .conftest import tiny_config
 

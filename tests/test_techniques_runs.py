@@ -15,9 +15,9 @@ from dlsuite.build import load_run_config
 from dlsuite.cli import main
 from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
-from dlsuite.train.protocols import mean_history
-from dlsuite.train.run import TrainingDiverged, train
-from dlsuite.train.tune import tune_batch_size, tune_lr
+from dlsuite.runner.finders import tune_batch_size, tune_lr
+from dlsuite.runner.protocols import mean_history
+from dlsuite.runner.run import TrainingDiverged, train
 
 from .conftest import TINY, tiny_config
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from dlsuite.train.run import TrainingDiverged, train
+from dlsuite.runner.run import TrainingDiverged, train
 from tests.conftest import tiny_config
 from tests.fake_data import make_image_folder, make_mnist
 

@@ -18,8 +18,8 @@ from dlsuite.build import load_run_config
 from dlsuite.cli import main
 from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
+from dlsuite.techniques.optim import create_optimizer
 from dlsuite.tracking import store as tracking_store
-from dlsuite.train.optim import create_optimizer
 from dlsuite.transfer import BACKBONES, TRANSFER_STRATEGIES, PretrainedWeightsMissing, TransferNet
 from dlsuite.transfer.providers import efficientnet_lite0, load_suite_checkpoint
 from dlsuite.transfer.unfreeze import GradualUnfreeze
@@ -175,7 +175,7 @@ def test_finetune_trains_everything_with_lower_backbone_lr() -> None:
 @pytest.mark.slow
 def test_gradual_unfreeze_top_down(store: str) -> None:
     """Through a real Lightning run: the strategy's callback reaches the Trainer via the task."""
-    from dlsuite.train.run import train
+    from dlsuite.runner.run import train
 
     cfg = load_run_config(
         None,
@@ -222,7 +222,7 @@ PRETRAIN = [*MNIST1D_RUN, "model.channels=8", "model.norm=batch"]
 
 @pytest.mark.slow
 def test_pretrain_then_finetune_two_linked_runs(store: str) -> None:
-    from dlsuite.transfer.pipeline import pretrain_then_finetune
+    from dlsuite.runner.transfer import pretrain_then_finetune
 
     pre = load_run_config(None, PRETRAIN)
     # another MNIST-1D variant: twice the correlated noise (1000 sequences: generating it is the slow part)
@@ -270,7 +270,7 @@ def test_suite_checkpoint_is_loaded_weights_only(tmp_path: Path) -> None:
 
 def test_unknown_run_is_a_clear_error(store: str) -> None:
     cfg = load_run_config(None, [*DIGITS, "model.name=transfer", "model.backbone=run:0123456789abcdef"])
-    from dlsuite.train.run import train
+    from dlsuite.runner.run import train
 
     with pytest.raises(ConfigError, match="no such run"):
         train(cfg)
@@ -368,7 +368,7 @@ def test_train_per_class_keeps_k_per_class() -> None:
 def test_optuna_searches_transfer_knobs(store: str) -> None:
     import optuna
 
-    from dlsuite.train.run import train
+    from dlsuite.runner.run import train
 
     pre = load_run_config(None, [*PRETRAIN, "trainer.max_epochs=1"])
     src = train(pre).run_id

@@ -17,7 +17,7 @@ from dlsuite.errors import ConfigError
 from dlsuite.models import MODELS, create_model, list_models
 from dlsuite.models.api import model_knobs
 from dlsuite.models.cost import model_cost, trace_conv_stack
-from dlsuite.train.run import train
+from dlsuite.runner.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "models").glob("*.yaml"))

@@ -1,7 +1,7 @@
 """Trial execution behind one interface: a run config in, a :class:`TrialOutcome` out.
 
 The study layer (``dlsuite.hpo.study``) never trains anything itself; it hands each trial's config to a
-:class:`TrialRunner`. :class:`TrainRunner` trains one run with :func:`dlsuite.train.run.train`; a
+:class:`TrialRunner`. :class:`TrainRunner` trains one run with :func:`dlsuite.runner.run.train`; a
 batched runner (many small trials at once on one GPU) can implement the same protocol later.
 """
 
@@ -105,13 +105,13 @@ def _reason(exc: BaseException) -> str:
 
 
 class TrainRunner:
-    """One trial = one :func:`~dlsuite.train.run.train` call, with a :class:`TrialCallback`."""
+    """One trial = one :func:`~dlsuite.runner.run.train` call, with a :class:`TrialCallback`."""
 
     def run(self, cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> TrialOutcome:
         """Train ``cfg``; divergence, out-of-memory and any other exception become FAIL outcomes."""
         import torch
 
-        from dlsuite.train.run import TrainingDiverged, train
+        from dlsuite.runner.run import TrainingDiverged, train
 
         cb = TrialCallback(trial, ctx.monitor, ctx.prune)
         start = time.perf_counter()

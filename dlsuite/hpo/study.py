@@ -394,13 +394,12 @@ def default_gpus() -> list[str] | None:
 
 @dataclass
 class StudyResult:
-    """The outcome of ``study run``: counts by state after the run, and where the report went."""
+    """The outcome of ``study run``: where it is stored, its MLflow parent run, counts by state."""
 
     name: str
     storage: str
     parent_run_id: str | None
     counts: dict[str, int]
-    report_dir: str | None = None
     worker_codes: list[int] = field(default_factory=list)
 
 
@@ -452,9 +451,9 @@ def run_study(
     workers: int = 1,
     gpus: list[str] | None = None,
     runner: TrialRunner | None = None,
-    report: bool = True,
 ) -> StudyResult:
-    """Run (or resume) a study to its budget with ``workers`` processes, then write its report.
+    """Run (or resume) a study to its budget with ``workers`` processes (the report is the caller's:
+    ``dlsuite.reports.study.report_study``).
 
     ``workers == 1`` runs trials in this process; more start worker processes pinned round-robin to
     ``gpus`` (default: every visible GPU; none on CPU).
@@ -506,16 +505,10 @@ def run_study(
     finally:
         if client is not None and parent is not None:
             client.set_terminated(parent, status=status)
-    out_dir = None
-    if report:
-        from dlsuite.hpo.report import write_report
-
-        out_dir = str(write_report(spec.name, url, attach=client is not None, tracking_uri=base.tracking.uri).out_dir)
     return StudyResult(
         spec.name,
         url,
         parent,
         counts_by_state(optuna.load_study(study_name=spec.name, storage=open_storage(url))),
-        out_dir,
         codes,
     )

@@ -71,7 +71,7 @@ def tune_variants(spec: StudySpec, study: optuna.Study, workers: int = 1, gpus: 
         if TUNED_ATTR + variant in study.user_attrs:
             continue  # tuned in an earlier (resumed) run of the study
         inner = tune_spec(spec, variant, tune)
-        result = run_study(inner, workers=workers, gpus=gpus, report=False)
+        result = run_study(inner, workers=workers, gpus=gpus)
         import optuna
 
         done = optuna.load_study(study_name=inner.name, storage=study._storage)

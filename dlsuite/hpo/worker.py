@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_term)
-    from dlsuite.cli import _quiet
     from dlsuite.errors import DlsuiteError
     from dlsuite.hpo.spec import StudySpec
     from dlsuite.hpo.study import work
+    from dlsuite.runner.quiet import quiet
 
-    _quiet()
+    quiet()
     import torch
 
     # N workers each using every core oversubscribe the CPU; share the cores out instead.

@@ -16,8 +16,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1S
 
 from dlsuite.config import RunConfig
 from dlsuite.tasks.epoch import EpochTask
-from dlsuite.train.losses import create_loss
-from dlsuite.train.regularizers import TrainObjective
+from dlsuite.techniques.losses import create_loss
+from dlsuite.techniques.regularizers import TrainObjective
 
 
 class ClassificationTask(EpochTask):

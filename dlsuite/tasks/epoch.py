@@ -16,7 +16,7 @@ from torch import nn
 
 from dlsuite.config import RunConfig
 from dlsuite.tasks.lean import LeanHooks
-from dlsuite.train.optim import create_optimizer, create_scheduler
+from dlsuite.techniques.optim import create_optimizer, create_scheduler
 
 Stat = torch.Tensor | int | float
 

@@ -15,7 +15,7 @@ from dlsuite.config import RunConfig
 from dlsuite.errors import ConfigError
 from dlsuite.models.api import list_models, model_inputs
 from dlsuite.tasks.epoch import EpochTask
-from dlsuite.train.losses import create_loss
+from dlsuite.techniques.losses import create_loss
 
 
 class Seq2SeqTask(EpochTask):

@@ -13,8 +13,8 @@ from dlsuite.config import RunConfig
 
 def technique_callbacks(cfg: RunConfig) -> list[Callback]:
     """Callbacks for SWA, EMA, snapshot ensembles and diagnostics, as ``cfg`` asks."""
-    from dlsuite.train.diagnostics import Diagnostics
-    from dlsuite.train.ensembles import SnapshotEnsemble
+    from dlsuite.techniques.diagnostics import Diagnostics
+    from dlsuite.techniques.ensembles import SnapshotEnsemble
 
     r = cfg.regularization
     out: list[Callback] = []

@@ -15,7 +15,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
+from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import open_storage, resolve_storage
+from dlsuite.hpo.study import StudyResult
 from dlsuite.tracking import record
 
 log = logging.getLogger(__name__)
@@ -221,7 +223,7 @@ def write_report(
     if study.user_attrs.get(record.ATTR_TYPE) == "compare" and parent:
         # Compare studies get the statistical comparison (CIs, paired tests, curves over seeds),
         # built from the MLflow children and attached to the parent under comparison/.
-        from dlsuite.compare.report import compare_report, format_table
+        from dlsuite.reports.comparison import compare_report, format_table
 
         try:
             cmp, _ = compare_report(parent, uri=tracking_uri, out=out_dir / "comparison", log=attach)
@@ -292,3 +294,10 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def report_study(spec: StudySpec, result: StudyResult) -> Report:
+    """The report of a study that has just run (``dlsuite study run`` writes it at the end)."""
+    base = spec.run_config()
+    attach = result.parent_run_id is not None
+    return write_report(spec.name, result.storage, attach=attach, tracking_uri=base.tracking.uri)

@@ -2,7 +2,7 @@
 
 Both record one parent MLflow run (the config, the aggregate metrics) with one child run per fold or
 member. Each child's config says exactly what it trained on (``data.fold``, ``data.bootstrap_seed``), so
-any child can be reproduced on its own. :func:`dlsuite.train.run.train` hands a config that asks for a
+any child can be reproduced on its own. :func:`dlsuite.runner.run.train` hands a config that asks for a
 protocol to :func:`run_protocol`, so callers (the CLI, studies) need not know about protocols.
 """
 
@@ -45,7 +45,7 @@ def _child(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
 
 
 def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str, str] | None) -> TrackedRun | None:
-    from dlsuite.train.run import is_rank_zero, run_tags
+    from dlsuite.runner.run import is_rank_zero, run_tags
 
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
@@ -103,7 +103,7 @@ def _run_children(
     tags: dict[str, str] | None,
     callbacks: list[Any] | None,
 ) -> Any:
-    from dlsuite.train.run import RunResult, train
+    from dlsuite.runner.run import RunResult, train
 
     parent = _parent(cfg, kind, parent_run_id, tags)
     with parent if parent is not None else contextlib.nullcontext():
@@ -163,7 +163,7 @@ def bagging(
 ) -> Any:
     """Train ``members`` models on bootstrap samples (each its own seed), then test their averaged softmax."""
     from dlsuite.data import create_datamodule
-    from dlsuite.train.ensembles import ensemble_metrics, predict_probs
+    from dlsuite.techniques.ensembles import ensemble_metrics, predict_probs
 
     ens = cfg.regularization.ensemble
     assert ens is not None

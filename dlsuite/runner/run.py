@@ -24,12 +24,12 @@ from dlsuite.build import build_run, describe
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.models.cost import cost_metrics
+from dlsuite.techniques.callbacks import technique_callbacks
+from dlsuite.techniques.speed import EpochTimer, resolve_precision, step_callbacks
 from dlsuite.tracking import plots, record
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
-from dlsuite.train.speed import EpochTimer, resolve_precision, step_callbacks
-from dlsuite.train.techniques import technique_callbacks
 
 
 class TrainingDiverged(DlsuiteError):
@@ -194,7 +194,7 @@ def train(
     Raises:
         DlsuiteError: bad data or settings, before any run is created; TrainingDiverged on NaN loss.
     """
-    from dlsuite.train import protocols
+    from dlsuite.runner import protocols
 
     if protocols.protocol_of(cfg) is not None:  # k-fold or bagging: a parent run with one child per member
         return protocols.run_protocol(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)  # type: ignore[no-any-return]

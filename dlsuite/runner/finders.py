@@ -24,9 +24,9 @@ from lightning.pytorch.tuner import Tuner
 from dlsuite.build import build_run
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
+from dlsuite.techniques.speed import resolve_precision
 from dlsuite.tracking import record
 from dlsuite.tracking.runs import TrackedRun
-from dlsuite.train.speed import resolve_precision
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _trainer(cfg: RunConfig, root: str) -> L.Trainer:
 
 
 def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None) -> str | None:
-    from dlsuite.train.run import is_rank_zero, run_tags
+    from dlsuite.runner.run import is_rank_zero, run_tags
 
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None

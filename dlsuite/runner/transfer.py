@@ -12,8 +12,8 @@ from typing import Any
 
 from dlsuite.config import RunConfig, build_config
 from dlsuite.errors import ConfigError
+from dlsuite.runner.run import RunResult, train
 from dlsuite.tracking import record, store
-from dlsuite.train.run import RunResult, train
 
 
 @dataclass

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from dlsuite.compare.stats import Paired, Summary, holm, paired_test, rank, summarize
 from dlsuite.errors import DlsuiteError
+from dlsuite.reports.stats import Paired, Summary, holm, paired_test, rank, summarize
 from dlsuite.tracking import record
 
 CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "gap_acc")

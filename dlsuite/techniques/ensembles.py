@@ -4,7 +4,7 @@
   of each of the last ``members`` cycles (each a low-learning-rate minimum) are kept and averaged at test time,
   by :class:`SnapshotEnsemble`, a callback.
 - Bagging (Breiman 1996): ``members`` runs, each on its own bootstrap sample of the training split with its
-  own seed, recorded as child runs of one parent run; :func:`dlsuite.train.protocols.bagging` runs them.
+  own seed, recorded as child runs of one parent run; :func:`dlsuite.runner.protocols.bagging` runs them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlsuite.config import RunConfig
-from dlsuite.train.optim import cycle_ends
+from dlsuite.techniques.optim import cycle_ends
 
 
 @torch.no_grad()

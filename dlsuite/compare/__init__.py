@@ -1,6 +1,0 @@
-"""Comparisons as results: statistics over seeds, the comparison report, and the run doctor.
-
-- :mod:`dlsuite.compare.stats`: mean / confidence interval, paired tests against a baseline, ranking.
-- :mod:`dlsuite.compare.report`: the table and plots of a compare study, read back from MLflow.
-- :mod:`dlsuite.compare.doctor`: over- or underfitting diagnosis of one run, and a study of remedies.
-"""
