@@ -20,9 +20,11 @@ from dlsuite.errors import ConfigError
 
 if TYPE_CHECKING:
     import lightning as L
+    import torch
     from torch import nn
 
     from dlsuite.data.base import InMemoryDataModule
+    from dlsuite.tasks.components import Components
 
 #: What a model produces, when not class logits ``(B, num_classes)``; a test builds every registered
 #: model and checks its output against this table.
@@ -228,8 +230,37 @@ def build_run(cfg: RunConfig) -> RunParts:
     model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
     apply_init(model, cfg.model.init, cfg.model.init_std)
     prepare_model(model, cfg.trainer)  # channels_last / torch.compile, in place
-    task = create_task(model, cfg, dm.num_classes, dm.input_shape)
+    task = create_task(cfg.task.name, model, components(cfg, dm.input_shape), dm.num_classes, dm.input_shape)
     return RunParts(dm, model, task)
+
+
+def components(cfg: RunConfig, input_shape: tuple[int, ...]) -> Components:
+    """What the task of ``cfg`` trains with: loss, objective, optimiser and schedule factories."""
+    from dlsuite.tasks import TASK_SPECS
+    from dlsuite.tasks.components import Components
+    from dlsuite.techniques.losses import create_loss
+    from dlsuite.techniques.optim import create_optimizer, create_scheduler
+    from dlsuite.techniques.regularizers import TrainObjective
+
+    name = cfg.task.name
+    optim = cfg.optim
+
+    def optimizer(model: nn.Module) -> torch.optim.Optimizer:
+        return create_optimizer(model, optim)
+
+    def scheduler(opt: torch.optim.Optimizer, epochs: int, steps: int) -> dict[str, Any]:
+        return create_scheduler(opt, optim.schedule, epochs, steps)
+
+    return Components(
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss=create_loss(cfg) if TASK_SPECS[name].targets != "none" else None,
+        objective=TrainObjective(cfg, input_shape) if name == "classification" else None,
+        options={"recon_loss": cfg.task.recon_loss, "kl_weight": cfg.task.kl_weight}
+        if name == "reconstruction"
+        else {},
+        hparams=cfg.to_dict(),
+    )
 
 
 def describe(parts: RunParts) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 from torch import nn
 
 from benchmarks import bench
-from dlsuite.build import load_run_config
+from dlsuite.build import components, load_run_config
+from dlsuite.config import load_config
 from dlsuite.data import create_datamodule
 from dlsuite.errors import ConfigError
 from dlsuite.models import create_model
@@ -83,7 +84,10 @@ def test_channels_last_same_result_on_images(store: str) -> None:
 
 
 def test_cuda_graph_step_marks_only_for_reduce_overhead_on_gpu() -> None:
-    graphs = tiny_config("trainer.compile=true", "trainer.compile_mode=reduce-overhead", "trainer.accelerator=gpu")
+    # the trainer settings alone (unvalidated: this machine may have no GPU to validate against)
+    graphs = load_config(
+        None, ["trainer.compile=true", "trainer.compile_mode=reduce-overhead", "trainer.accelerator=gpu"]
+    )
     assert [type(c) for c in step_callbacks(graphs.trainer)] == [CudaGraphSteps]
     assert step_callbacks(tiny_config("trainer.compile=true", "trainer.accelerator=cpu").trainer) == []
 
@@ -97,7 +101,9 @@ def test_precision_auto_is_fp32_without_gpu() -> None:
 
 def test_device_side_sums_match_the_batches() -> None:
     cfg = tiny_config()
-    task: Any = create_task(create_model("cnn", (1, 40), 10, channels=4), cfg, 10, (1, 40))
+    task: Any = create_task(
+        "classification", create_model("cnn", (1, 40), 10, channels=4), components(cfg, (1, 40)), 10, (1, 40)
+    )
     task.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(n, 10, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in (7, 5)]
@@ -113,7 +119,8 @@ def test_device_side_sums_match_the_batches() -> None:
 
 
 def test_lean_hooks_store_plain_names_and_still_register_modules() -> None:
-    task: Any = create_task(create_model("cnn", (1, 40), 10, channels=4), tiny_config(), 10, (1, 40))
+    parts = components(tiny_config(), (1, 40))
+    task: Any = create_task("classification", create_model("cnn", (1, 40), 10, channels=4), parts, 10, (1, 40))
     task._current_fx_name = "training_step"
     assert task.__dict__["_current_fx_name"] == "training_step"
     task.extra = nn.Linear(2, 2)

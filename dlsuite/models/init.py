@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from dlsuite.models.hooks import HasAfterInit
 from dlsuite.registry import Registry
 
 Initialiser = Callable[[torch.Tensor, float], object]
@@ -52,7 +53,6 @@ def apply_init(model: nn.Module, name: str, std: float = 0.02) -> nn.Module:
                 elif p.dim() >= 2:
                     fn(p, std)
     for module in model.modules():
-        hook = getattr(module, "after_init", None)
-        if callable(hook):
-            hook()
+        if isinstance(module, HasAfterInit):
+            module.after_init()
     return model

@@ -24,7 +24,10 @@ from dlsuite.build import build_run, describe
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.models.cost import cost_metrics
+from dlsuite.models.hooks import HasTrackingTags
+from dlsuite.tasks.classification import ClassificationTask
 from dlsuite.techniques.callbacks import technique_callbacks
+from dlsuite.techniques.hooks import RecordsEpochs
 from dlsuite.techniques.speed import EpochTimer, resolve_precision, step_callbacks
 from dlsuite.tracking import plots, record
 from dlsuite.tracking.env import environment
@@ -60,7 +63,7 @@ class _DivergenceCheck(Callback):
         self.on_train_epoch_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        history = getattr(pl_module, "history", None)
+        history = pl_module.history if isinstance(pl_module, RecordsEpochs) else None
         if history and not math.isfinite(history[-1].get("train_loss", 0.0)):
             raise TrainingDiverged(
                 f"training diverged: the loss became {history[-1]['train_loss']} in epoch "
@@ -167,7 +170,7 @@ def _log_end(
         if cfg.tracking.plots and task.history:
             plots.learning_curves(task.history, out / "learning_curves.png")
             tracked.client.log_artifact(tracked.run_id, str(out / "learning_curves.png"), "plots")
-        matrix = getattr(task, "test_confusion", None)
+        matrix = task.test_confusion if isinstance(task, ClassificationTask) else None
         if cfg.tracking.plots and matrix is not None:
             classes = dm.classes or [str(i) for i in range(len(matrix))]
             plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png")
@@ -204,7 +207,7 @@ def train(
     facts = describe(parts)
 
     # a model may name where it came from (transfer: the source run), linking the two runs
-    tags = {**getattr(model, "tracking_tags", {}), **(tags or {})}
+    tags = {**(model.tracking_tags if isinstance(model, HasTrackingTags) else {}), **(tags or {})}
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
         name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"

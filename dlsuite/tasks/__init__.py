@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     import lightning as L
     from torch import nn
 
-    from dlsuite.config import RunConfig
+    from dlsuite.tasks.components import Components
 
-    TaskBuilder = Callable[[nn.Module, RunConfig, int, tuple[int, ...]], L.LightningModule]
+    TaskBuilder = Callable[[nn.Module, Components, int, tuple[int, ...]], L.LightningModule]
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,11 @@ TASKS.add_lazy("reconstruction", "dlsuite.tasks.reconstruction:ReconstructionTas
 assert set(TASKS) == set(TASK_SPECS), "every task declares its TaskSpec"
 
 
-def create_task(model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> L.LightningModule:
-    """Wrap ``model`` in the task that ``cfg.task.name`` names."""
-    return TASKS.get(cfg.task.name, what="task")(model, cfg, num_classes, input_shape)
+def create_task(
+    name: str, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]
+) -> L.LightningModule:
+    """Wrap ``model`` in the task ``name``, which trains with the built ``parts``."""
+    return TASKS.get(name, what="task")(model, parts, num_classes, input_shape)
 
 
 __all__ = ["TASKS", "TASK_SPECS", "TaskSpec", "create_task"]

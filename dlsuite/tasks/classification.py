@@ -14,10 +14,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
-from dlsuite.config import RunConfig
+from dlsuite.tasks.components import Components
 from dlsuite.tasks.epoch import EpochTask
-from dlsuite.techniques.losses import create_loss
-from dlsuite.techniques.regularizers import TrainObjective
 
 
 class ClassificationTask(EpochTask):
@@ -25,17 +23,18 @@ class ClassificationTask(EpochTask):
 
     Args:
         model: the backbone, ``(B, *input_shape) -> (B, num_classes)``.
-        cfg: the run config (loss, optimiser, schedule, regularisation).
+        parts: its loss, training objective (augmentation, mixing, penalties), optimiser and schedule.
         num_classes: number of classes.
         input_shape: shape of one example, kept in the checkpoint so the model can be rebuilt.
     """
 
     MEANS = {"loss": "n", "acc": "n"}
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
-        super().__init__(model, cfg, num_classes, input_shape)
-        self.loss_fn = create_loss(cfg)
-        self.objective = TrainObjective(cfg, input_shape)  # augmentation, mixup / cutmix, L1 / L2 penalties
+    def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__(model, parts, num_classes, input_shape)
+        assert parts.loss is not None and parts.objective is not None, "classification needs a loss and objective"
+        self.loss_fn = parts.loss
+        self.objective = parts.objective  # augmentation, mixup / cutmix, L1 / L2 penalties
         # Accuracy comes from the device-side sums (EpochTask); torchmetrics adds what sums cannot give.
         metrics = MetricCollection({"f1": MulticlassF1Score(num_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val_")

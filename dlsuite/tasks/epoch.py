@@ -1,6 +1,6 @@
 """The per-epoch bookkeeping every task shares: device-side sums, one host sync an epoch, the record.
 
-``train/run.py`` reads ``task.history`` (one dict per epoch: ``epoch``, ``train_loss``, ``val_loss``,
+``runner/run.py`` reads ``task.history`` (one dict per epoch: ``epoch``, ``train_loss``, ``val_loss``,
 ``gap_loss``, ``lr``, ...) and ``task.test_results``. Statistics are summed on the device during the
 epoch (in place, no allocation after the first step, counts as host integers) and read once at its
 end, so the training step never waits for the host.
@@ -14,9 +14,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from dlsuite.config import RunConfig
+from dlsuite.models.hooks import HasCallbacks
+from dlsuite.tasks.components import Components
 from dlsuite.tasks.lean import LeanHooks
-from dlsuite.techniques.optim import create_optimizer, create_scheduler
 
 Stat = torch.Tensor | int | float
 
@@ -31,14 +31,14 @@ class EpochTask(LeanHooks, L.LightningModule):
 
     MEANS: dict[str, str] = {}  # statistic -> the count it is divided by
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(
-            {"config": cfg.to_dict(), "num_classes": num_classes, "input_shape": list(input_shape)}
+            {"config": parts.hparams, "num_classes": num_classes, "input_shape": list(input_shape)}
         )
         self.model = model
-        self.cfg = cfg
+        self.parts = parts
         self.num_classes = num_classes
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
@@ -111,12 +111,11 @@ class EpochTask(LeanHooks, L.LightningModule):
     # -- configuration -----------------------------------------------------------------------
     def configure_callbacks(self) -> list[Any]:
         """Callbacks the model asks for (a transfer model's gradual unfreezing), merged into the Trainer's."""
-        hook = getattr(self.model, "callbacks", None)
-        return list(hook()) if callable(hook) else []
+        return list(self.model.callbacks()) if isinstance(self.model, HasCallbacks) else []
 
     def configure_optimizers(self) -> Any:
-        """Optimiser and schedule from the config's registries."""
-        opt = create_optimizer(self.model, self.cfg.optim)
-        epochs = self.cfg.trainer.max_epochs
+        """The optimiser and schedule the task was given, over the model's parameters."""
+        opt = self.parts.optimizer(self.model)
+        epochs = int(self.trainer.max_epochs or 1)
         steps = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
-        return {"optimizer": opt, "lr_scheduler": create_scheduler(opt, self.cfg.optim.schedule, epochs, steps)}
+        return {"optimizer": opt, "lr_scheduler": self.parts.scheduler(opt, epochs, steps)}

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlsuite.config import RunConfig
-from dlsuite.errors import ConfigError
+from dlsuite.tasks.components import Components
 from dlsuite.tasks.epoch import EpochTask
 
 _RECON: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -24,7 +23,6 @@ _RECON: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
     "bce": F.binary_cross_entropy_with_logits,
 }
-_MONITORS = ("val_loss", "val_mse")
 
 
 class ReconstructionTask(EpochTask):
@@ -32,15 +30,10 @@ class ReconstructionTask(EpochTask):
 
     MEANS = {"loss": "n", "mse": "n", "kl": "n"}
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
-        t = cfg.trainer
-        if t.checkpoint_monitor not in _MONITORS or t.checkpoint_mode != "min":
-            raise ConfigError(
-                f"task 'reconstruction' logs no {t.checkpoint_monitor!r} to pick checkpoints by; set "
-                f"trainer.checkpoint_monitor to one of {', '.join(_MONITORS)} and trainer.checkpoint_mode=min"
-            )
-        super().__init__(model, cfg, num_classes, input_shape)
-        self.recon_loss = _RECON[cfg.task.recon_loss]
+    def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__(model, parts, num_classes, input_shape)
+        self.recon_loss = _RECON[parts.options.get("recon_loss", "mse")]
+        self.kl_weight = float(parts.options.get("kl_weight", 1.0))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(reconstruction, kl)``; ``kl`` is 0 for models without a latent distribution."""
@@ -50,7 +43,7 @@ class ReconstructionTask(EpochTask):
     def _step(self, stage: str, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x = batch[0]  # labels, if any, are not used
         x_hat, kl = self(x)
-        loss = self.recon_loss(x_hat, x) + self.cfg.task.kl_weight * kl
+        loss = self.recon_loss(x_hat, x) + self.kl_weight * kl
         n = len(x)  # a host int: no host-to-device copy in the step
         mse = F.mse_loss(x_hat.detach(), x)
         self.add(stage, {"loss": loss * n, "mse": mse * n, "kl": kl * n, "n": n})

@@ -11,11 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlsuite.config import RunConfig
-from dlsuite.errors import ConfigError
-from dlsuite.models.api import list_models, model_inputs
+from dlsuite.tasks.components import Components
 from dlsuite.tasks.epoch import EpochTask
-from dlsuite.techniques.losses import create_loss
 
 
 class Seq2SeqTask(EpochTask):
@@ -23,15 +20,10 @@ class Seq2SeqTask(EpochTask):
 
     MEANS = {"loss": "n", "acc": "tokens", "seq_acc": "n"}
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
-        takes_tokens = [n for n in list_models() if "tokens" in model_inputs(n)]
-        if cfg.model.name not in takes_tokens:
-            raise ConfigError(
-                f"task 'seq2seq' needs a model that maps token sequences to token sequences "
-                f"({', '.join(takes_tokens)}), not {cfg.model.name!r}"
-            )
-        super().__init__(model, cfg, num_classes, input_shape)
-        self.loss_fn = create_loss(cfg)
+    def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__(model, parts, num_classes, input_shape)
+        assert parts.loss is not None, "seq2seq needs a loss"
+        self.loss_fn = parts.loss
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None) -> torch.Tensor:
         """Token logits; teacher-forced when ``tgt`` is given, greedy otherwise."""

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from dlsuite.config import DiagnosticsConfig
+from dlsuite.techniques.hooks import HasObjective, RecordsEpochs, RunLogger, WrapsModel
 
 _ACTS = (nn.ReLU, nn.Sigmoid, nn.Tanh)
 
@@ -59,7 +60,7 @@ class Diagnostics(Callback):
         """Find the weight tensors and the activation modules to sample."""
         if stage != "fit" or self._modules:
             return
-        model = getattr(pl_module, "model", pl_module)
+        model = pl_module.model if isinstance(pl_module, WrapsModel) else pl_module
         self._weights = [(n.removesuffix(".weight"), p) for n, p in model.named_parameters() if p.dim() >= 2]
         for name, module in model.named_modules():
             if isinstance(module, _ACTS):
@@ -145,7 +146,7 @@ class Diagnostics(Callback):
         act_names = [n for n, _ in self._acts if n in self._act_sum]
         if act_names:
             parts.append(torch.stack([self._act_sum[n] / self._act_n[n] for n in act_names]))
-        penalty = getattr(getattr(pl_module, "objective", None), "last_penalty", None)
+        penalty = _penalty(pl_module)
         if penalty is not None:
             parts.append(penalty.float().reshape(1))
         flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist()  # the one host sync
@@ -189,12 +190,17 @@ class Diagnostics(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Draw the summary PNGs and log them with the run (when it is tracked)."""
         logger = trainer.logger
-        client, run_id = getattr(logger, "client", None), getattr(logger, "run_id", None)
-        if not (self.plots and self.history and client is not None and run_id and trainer.is_global_zero):
+        if not (self.plots and self.history and isinstance(logger, RunLogger) and trainer.is_global_zero):
             return
+        epochs = pl_module.history if isinstance(pl_module, RecordsEpochs) else []
         with tempfile.TemporaryDirectory(prefix="dlsuite-diag-") as tmp:
-            for path in write_plots(self.history, list(getattr(pl_module, "history", [])), Path(tmp)):
-                client.log_artifact(run_id, str(path), "plots")
+            for path in write_plots(self.history, list(epochs), Path(tmp)):
+                logger.client.log_artifact(logger.run_id, str(path), "plots")
+
+
+def _penalty(task: object) -> torch.Tensor | None:
+    """The regularisation penalty of the task's last training step, if its objective adds one."""
+    return task.objective.last_penalty if isinstance(task, HasObjective) else None
 
 
 def _series(history: list[dict[str, float]], prefix: str) -> dict[str, list[float]]:

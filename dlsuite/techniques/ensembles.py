@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlsuite.config import RunConfig
+from dlsuite.techniques.hooks import RecordsEpochs, WrapsModel
 from dlsuite.techniques.optim import cycle_ends
 
 
@@ -67,7 +68,7 @@ class SnapshotEnsemble(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Snapshot the model at a cycle's end, keeping the last ``members``."""
         if trainer.current_epoch in self.ends:
-            model = getattr(pl_module, "model", pl_module)
+            model = pl_module.model if isinstance(pl_module, WrapsModel) else pl_module
             self.snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             self.epochs.append(trainer.current_epoch)
             self.snapshots, self.epochs = self.snapshots[-self.members :], self.epochs[-self.members :]
@@ -77,7 +78,7 @@ class SnapshotEnsemble(Callback):
         dm = getattr(trainer, "datamodule", None)
         if not self.snapshots or dm is None:
             return
-        model = getattr(pl_module, "model", pl_module)
+        model = pl_module.model if isinstance(pl_module, WrapsModel) else pl_module
         probs, y = [], torch.zeros(0)
         for state in self.snapshots:
             m = copy.deepcopy(model)
@@ -86,6 +87,5 @@ class SnapshotEnsemble(Callback):
             probs.append(p)
         results: dict[str, Any] = ensemble_metrics(probs, y)
         results["ensemble_last_snapshot_epoch"] = float(self.epochs[-1])
-        test_results = getattr(pl_module, "test_results", None)
-        if isinstance(test_results, dict):
-            test_results.update({k: float(v) for k, v in results.items() if math.isfinite(float(v))})
+        if isinstance(pl_module, RecordsEpochs):
+            pl_module.test_results.update({k: float(v) for k, v in results.items() if math.isfinite(float(v))})

@@ -17,6 +17,7 @@ from torch.optim import lr_scheduler as sched
 
 from dlsuite.config import OptimConfig, RunConfig, ScheduleConfig
 from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.models.hooks import HasParamGroups
 from dlsuite.registry import Registry
 
 OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizers", "torch.optim optimisers")
@@ -101,12 +102,11 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     cls = OPTIMIZERS.get(cfg.name, what="optimizer")
     if not _accepts(cls, "weight_decay"):
         return cls([p for p in model.parameters() if p.requires_grad], **kw)
-    custom = getattr(model, "param_groups", None)
-    if callable(custom):
+    if isinstance(model, HasParamGroups):
         # A model whose parts learn at different rates (transfer: backbone vs head) names its groups,
         # frozen parameters included (it may unfreeze them later); each is split for weight decay.
         groups: list[dict[str, Any]] = []
-        for part in custom(cfg.lr):
+        for part in model.param_groups(cfg.lr):
             params = list(part["params"])
             if cfg.decay_norm_and_bias or cfg.weight_decay == 0:
                 groups.append(part)
