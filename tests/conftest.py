@@ -14,6 +14,14 @@ from dlsuite.config import RunConfig, load_config
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--accept-golden",
+        action="store_true",
+        help="rewrite tests/golden/*.json from the current code instead of comparing with it",
+    )
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the session (MNIST-1D takes seconds to generate)."""
