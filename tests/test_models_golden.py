@@ -23,7 +23,22 @@ GOLDEN = Path(__file__).parent / "golden" / "models.json"
 NUM_CLASSES = 5
 SHAPES = {"1d": (2, 16), "2d": (2, 12, 12), "tokens": (6,)}
 ZOO = [n for n in list_models() if MODELS.get(n).__module__.startswith("dlsuite.models.")]
+# Non-default knobs, so that the renamed knobs and the less common paths are pinned too
+# (key: "model/form/variant"; the numbers must not move when only a knob's name changes).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "cnn": {"channels": 8, "norm": "batch", "head": "gap", "pool": "max", "stride": 1},
+    "mlp": {"residual": True, "depth": 3, "width": 16, "norm": "layer"},
+    "densenet": {"blocks": 2, "depth": 2, "growth_rate": 4},
+    "gru": {"hidden": 6, "bidirectional": True, "head": "flatten"},
+    "lstm": {"hidden": 8, "depth": 2, "head": "gap"},
+    "rnn": {"hidden": 8, "activation": "relu"},
+    "attention_seq2seq": {"hidden": 16, "embed": 8, "attention": "dot"},
+    "resnet": {"block": "bottleneck", "shortcut": False, "width": 4},
+    "vgg": {"hidden": 16, "width": 4},
+    "lenet": {"hidden": 30, "width": 4, "activation": "relu", "pool": "max"},
+}
 CASES = [f"{name}/{form}" for name in ZOO for form in model_inputs(name)]
+CASES += [f"{name}/{model_inputs(name)[0]}/variant" for name in VARIANTS]
 
 
 def _accepting(config: pytest.Config) -> bool:
@@ -34,10 +49,10 @@ def _round(v: float) -> float:
     return float(f"{v:.6g}")
 
 
-def fingerprint(name: str, form: str) -> dict[str, Any]:
-    """Seeded build with default knobs, evaluation-mode forward on a seeded input: a few numbers."""
+def fingerprint(name: str, form: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """Seeded build, evaluation-mode forward on a seeded input: a few numbers."""
     torch.manual_seed(0)
-    model = create_model(name, SHAPES[form], NUM_CLASSES).eval()
+    model = create_model(name, SHAPES[form], NUM_CLASSES, **knobs).eval()
     gen = torch.Generator().manual_seed(1)
     if form == "tokens":
         x = torch.randint(0, NUM_CLASSES, (3, *SHAPES[form]), generator=gen)
@@ -72,8 +87,8 @@ def _close(a: float, b: float) -> bool:
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_output(case: str, golden: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    name, form = case.split("/")
-    got = fingerprint(name, form)
+    name, form, *variant = case.split("/")
+    got = fingerprint(name, form, VARIANTS[name] if variant else {})
     if _accepting(request.config):
         golden[case] = got
         return
