@@ -26,13 +26,13 @@ ZOO = [n for n in list_models() if MODELS.get(n).__module__.startswith("dlsuite.
 # Non-default knobs, so that the renamed knobs and the less common paths are pinned too
 # (key: "model/form/variant"; the numbers must not move when only a knob's name changes).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "cnn": {"channels": 8, "norm": "batch", "head": "gap", "pool": "max", "stride": 1},
-    "mlp": {"residual": True, "depth": 3, "width": 16, "norm": "layer"},
-    "densenet": {"blocks": 2, "depth": 2, "growth_rate": 4},
-    "gru": {"hidden": 6, "bidirectional": True, "head": "flatten"},
-    "lstm": {"hidden": 8, "depth": 2, "head": "gap"},
-    "rnn": {"hidden": 8, "activation": "relu"},
-    "attention_seq2seq": {"hidden": 16, "embed": 8, "attention": "dot"},
+    "cnn": {"width": 8, "norm": "batch", "head": "gap", "pool": "max", "stride": 1},
+    "mlp": {"shortcut": True, "depth": 3, "width": 16, "norm": "layer"},
+    "densenet": {"stages": 2, "depth": 2, "growth_rate": 4},
+    "gru": {"width": 6, "bidirectional": True, "head": "flatten"},
+    "lstm": {"width": 8, "depth": 2, "head": "gap"},
+    "rnn": {"width": 8, "activation": "relu"},
+    "attention_seq2seq": {"width": 16, "embed": 8, "attention": "dot"},
     "resnet": {"block": "bottleneck", "shortcut": False, "width": 4},
     "vgg": {"hidden": 16, "width": 4},
     "lenet": {"hidden": 30, "width": 4, "activation": "relu", "pool": "max"},
