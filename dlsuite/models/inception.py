@@ -6,15 +6,13 @@ expensive kernel, which is why the module is cheap for its width. Branch outputs
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
 from dlsuite.models.common import ClassifierHead, can_pool, conv_norm_act, output_shape, spatial_dims
-from dlsuite.models.knobs import POOL, Activation, Depth, Dropout, Head, Norm, Width
+from dlsuite.models.knobs import Activation, Depth, Dropout, Head, Norm, Pool, Width
 
 
 class InceptionModule(nn.Module):
@@ -57,7 +55,7 @@ class Inception(nn.Module):
         dropout: Dropout = 0.0,
         norm: Norm = "batch",
         activation: Activation = "relu",
-        pool: Annotated[str, POOL.where(meaning="pooling kind of the inception modules' pool branch")] = "max",
+        pool: Pool = "max",  # the kind of the modules' pool branch
         head: Head = "gap",
     ) -> None:
         super().__init__()

@@ -80,7 +80,7 @@ HIDDEN = Knob("units of each fully connected hidden layer of the classifier head
 DROPOUT = Knob("dropout probability", ge=0, lt=1)
 ACTIVATION = Knob("non-linearity", choices=layers.ACTIVATIONS)
 NORM = Knob("normalisation after each conv / linear layer", choices=layers.NORMS)
-POOL = Knob("pooling kind (2x2, or 2 steps for sequences)", choices=("max", "avg"))
+POOL = Knob("pooling kind (inception: of its pool branch)", choices=("max", "avg"))
 HEAD = Knob("how the features reach the classifier: global average pool or flatten", choices=("gap", "flatten"))
 KERNEL_SIZE = Knob("convolution kernel size", ge=1)
 FIRST_KERNEL_SIZE = Knob("kernel size of the first convolution", ge=1)
