@@ -43,7 +43,7 @@ TINY = [
     "trainer.progress_bar=false",
     "data.batch_size=50",
     "data.train_samples=300",
-    "model.channels=8",
+    "model.width=8",
 ]
 
 

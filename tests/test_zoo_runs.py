@@ -170,7 +170,7 @@ def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
     cfg = load_config(path)
     knobs = model_knobs(cfg.model.name)
     tiny = [
-        f"model.{k}={v}" for k, v in {"width": 8, "channels": 4, "hidden": 8, "growth_rate": 4}.items() if k in knobs
+        f"model.{k}={v}" for k, v in {"width": 8, "hidden": 8, "growth_rate": 4}.items() if k in knobs
     ]
     if "val_samples" in cfg.data.args:
         tiny.append("data.args.val_samples=100")
@@ -206,5 +206,5 @@ def test_cli_wrong_input_form_exits_2(store: str, capsys: pytest.CaptureFixture[
     code = main(["train", str(ROOT / "configs" / "models" / "cnn.yaml"), "--set", "model.name=attention_seq2seq"])
     # cnn's knobs are not seq2seq's: refused at validation, before anything is written
     assert code == 2
-    assert "does not take knob 'channels'" in capsys.readouterr().err
+    assert "does not take knob 'depth'" in capsys.readouterr().err
     assert not Path("mlruns").exists()
