@@ -169,9 +169,7 @@ def test_one_config_per_family() -> None:
 def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
     cfg = load_config(path)
     knobs = model_knobs(cfg.model.name)
-    tiny = [
-        f"model.{k}={v}" for k, v in {"width": 8, "hidden": 8, "growth_rate": 4}.items() if k in knobs
-    ]
+    tiny = [f"model.{k}={v}" for k, v in {"width": 8, "hidden": 8, "growth_rate": 4}.items() if k in knobs]
     if "val_samples" in cfg.data.args:
         tiny.append("data.args.val_samples=100")
     overrides = [*QUIET, *tiny, "trainer.max_epochs=1", "data.batch_size=32", "data.train_samples=32"]

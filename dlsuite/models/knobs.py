@@ -73,8 +73,12 @@ def _num(v: float) -> str:
 
 
 # -- the vocabulary --------------------------------------------------------------------------------------
-WIDTH = Knob("main size: channels of the first stage (doubling per stage), units per layer, state size", ge=1)
-DEPTH = Knob("layers (or blocks) per stage; a family without stages has one", ge=1)
+WIDTH = Knob(
+    "the main size: conv channels (of the first stage, doubling per stage), units per hidden layer (mlp), "
+    "state size (recurrent), token features (transformer)",
+    ge=1,
+)
+DEPTH = Knob("layers or blocks per stage (without `stages`: in the whole network)", ge=1)
 STAGES = Knob("stages of blocks; each stage after the first halves the resolution", ge=1)
 HIDDEN = Knob("units of each fully connected hidden layer of the classifier head", ge=1)
 DROPOUT = Knob("dropout probability", ge=0, lt=1)
