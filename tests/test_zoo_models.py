@@ -103,7 +103,7 @@ def test_registry_lists_exactly_the_exported_models() -> None:
         assert entry.__doc__, f"{name} has no docstring"
         if isinstance(entry, Preset):  # a preset names a family and sets some of its knobs
             assert entry.base in FAMILIES and set(entry.knobs) <= set(model_knobs(entry.base))
-            assert getattr(module, entry.__name__, entry) is entry
+            assert getattr(module, entry.__name__) is entry  # an entry point of its family's module
             continue
         # torchvision's check: what the registry holds is the public class of its family module
         assert isinstance(entry, type) and issubclass(entry, torch.nn.Module)
@@ -331,3 +331,10 @@ def test_a_preset_is_its_family_with_the_preset_knobs(preset: str) -> None:
 def test_mnist1d_cnn_is_the_papers_cnn() -> None:
     model = create_model("mnist1d_cnn", (1, 40), 10)
     assert sum(p.numel() for p in model.parameters()) == 5210  # the paper's CNN (docs/models.md)
+
+
+def test_a_rename_applies_to_its_family_and_presets_only() -> None:
+    with pytest.raises(ConfigError, match=r"^model.hidden was renamed to model.width \(model 'mnist1d_gru'\)$"):
+        create_model("mnist1d_gru", SHAPES["1d"], 3, hidden=8)
+    with pytest.raises(ConfigError, match=r"^model 'cnn' does not take knob 'hidden'"):
+        create_model("cnn", SHAPES["1d"], 3, hidden=8)  # cnn never had one: no rename to suggest

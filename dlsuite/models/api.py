@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from torch import nn
 
 from dlsuite.errors import ConfigError, did_you_mean
-from dlsuite.models.knobs import RENAMED, Knob, renamed
+from dlsuite.models.knobs import Knob, renamed
 from dlsuite.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
@@ -152,6 +152,12 @@ def _declared(fn: Callable[..., Any]) -> dict[str, KnobSpec]:
     return specs
 
 
+def _family(name: str) -> str:
+    """The registered family a name builds: itself, or a preset's base."""
+    entry = MODELS.get(name, what="model")
+    return _family(entry.base) if isinstance(entry, Preset) else name
+
+
 def model_knobs(name: str) -> dict[str, Any]:
     """The knobs a model takes, with their defaults."""
     return {k: s.default for k, s in knob_specs(name).items()}
@@ -165,8 +171,9 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
             continue
         spec = specs.get(knob)
         if spec is None:
-            if RENAMED.get(knob) in specs:
-                raise renamed(name, knob)
+            error = renamed(name, _family(name), knob)
+            if error is not None:
+                raise error
             raise ConfigError(
                 f"model {name!r} does not take knob {knob!r}{did_you_mean(knob, specs)}; "
                 f"it takes: {', '.join(specs) or '(none)'}"

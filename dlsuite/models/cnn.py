@@ -79,7 +79,7 @@ class ConvNet(nn.Module):
         return self.head(h)  # (B, classes)
 
 
-register_preset(
+mnist1d_cnn = register_preset(
     "mnist1d_cnn",
     "cnn",
     "The MNIST-1D paper's CNN, pinned: the ``cnn`` defaults may change, this name does not.",

@@ -107,12 +107,18 @@ Shortcut = Annotated[bool, SHORTCUT]
 Block = Annotated[str, BLOCK]
 Bidirectional = Annotated[bool, BIDIRECTIONAL]
 
-#: Old knob name -> its name now. Applied when a model does not take the old name (``hidden`` is still
-#: the head's fully connected width for alexnet / lenet / vgg; the recurrent families' state size is
-#: now ``width``, as every other family calls its main size).
-RENAMED = {"channels": "width", "hidden": "width", "blocks": "stages", "residual": "shortcut"}
+#: (family, old knob name) -> its name now. ``hidden`` is still the head's fully connected width for
+#: alexnet / lenet / vgg; the recurrent families' state size is now ``width``, as every other family
+#: calls its main size. Presets inherit their family's renames.
+RENAMED = {
+    ("cnn", "channels"): "width",
+    **{(family, "hidden"): "width" for family in ("rnn", "lstm", "gru", "attention_seq2seq")},
+    ("densenet", "blocks"): "stages",
+    ("mlp", "residual"): "shortcut",
+}
 
 
-def renamed(model: str, knob: str) -> ConfigError:
-    """The error for an old knob name."""
-    return ConfigError(f"model.{knob} was renamed to model.{RENAMED[knob]} (model {model!r})")
+def renamed(model: str, family: str, knob: str) -> ConfigError | None:
+    """The error for an old knob name of ``family`` (the model itself, or a preset's base), if it is one."""
+    new = RENAMED.get((family, knob))
+    return ConfigError(f"model.{knob} was renamed to model.{new} (model {model!r})") if new else None

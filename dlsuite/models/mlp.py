@@ -58,9 +58,9 @@ class MLP(nn.Module):
         return self.head(h)  # (B, classes)
 
 
-register_preset(
+linear = register_preset(
     "linear", "mlp", "Logistic regression: one linear layer on the flattened input (MNIST-1D paper: 32%).", depth=0
 )
-register_preset(
+mnist1d_mlp = register_preset(
     "mnist1d_mlp", "mlp", "The MNIST-1D paper's MLP: 2 hidden layers of 100 ReLUs (68%).", width=100, depth=2
 )

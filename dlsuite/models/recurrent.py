@@ -134,7 +134,7 @@ class LSTM(RecurrentClassifier):
         super().__init__(input_shape, num_classes, **knobs)
 
 
-register_preset(
+mnist1d_gru = register_preset(
     "mnist1d_gru",
     "gru",
     "The MNIST-1D paper's GRU: bidirectional, 6 units, a linear head on every step's output (91%).",
