@@ -166,9 +166,8 @@ def model_knobs(name: str) -> dict[str, Any]:
 def check_knobs(name: str, knobs: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` for a knob model ``name`` does not take or a value out of its range."""
     specs = knob_specs(name)
-    for knob, value in knobs.items():
-        if value is None:  # None knobs are dropped, as in timm
-            continue
+    given = {k: v for k, v in knobs.items() if v is not None}  # None knobs are dropped, as in timm
+    for knob, value in given.items():
         spec = specs.get(knob)
         if spec is None:
             error = renamed(name, _family(name), knob)
@@ -182,6 +181,14 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
             why = spec.knob.check(spec.kind, value)
             if why:
                 raise ConfigError(f"model.{knob} {why} (model {name!r})")
+    # Relations between knobs, on the values the model will get (defaults where none is given).
+    values = {**model_knobs(name), **given}
+    for knob, spec in specs.items():
+        other = spec.knob.divides if spec.knob is not None else None
+        if other is not None and values[other] % values[knob]:
+            raise ConfigError(
+                f"model.{knob} ({values[knob]}) must divide model.{other} ({values[other]}) (model {name!r})"
+            )
 
 
 def create_model(name: str, input_shape: tuple[int, ...], num_classes: int, **knobs: Any) -> nn.Module:

@@ -29,6 +29,8 @@ class Knob:
     le: float | None = None
     choices: Collection[str] | Registry[Any] | None = None
     """Allowed names: a fixed tuple, or a registry (its names at check time)."""
+    divides: str | None = None
+    """Another knob of the same model that this one must divide (the transformer's ``heads`` and ``width``)."""
 
     def where(self, **changes: Any) -> Knob:
         """The same knob with a family's own range (``DEPTH.where(ge=0)``)."""
@@ -39,7 +41,10 @@ class Knob:
         if self.choices is not None:
             return "one of " + ", ".join(map(repr, self.choices))
         pairs = ((">=", self.ge), (">", self.gt), ("<", self.lt), ("<=", self.le))
-        return " and ".join(f"{op} {_num(v)}" for op, v in pairs if v is not None) or "any value"
+        words = [f"{op} {_num(v)}" for op, v in pairs if v is not None]
+        if self.divides:
+            words.append(f"divides `{self.divides}`")
+        return " and ".join(words) or "any value"
 
     def check(self, kind: type, value: Any) -> str | None:
         """Why ``value`` is refused (one phrase), or None when it is allowed."""

@@ -34,7 +34,7 @@ class TransformerClassifier(nn.Module):
         *,
         width: Width = 64,
         depth: Depth = 2,
-        heads: Annotated[int, Knob("attention heads (must divide width)", ge=1)] = 4,
+        heads: Annotated[int, Knob("attention heads", ge=1, divides="width")] = 4,
         mlp_ratio: Annotated[float, Knob("MLP width relative to the token width", gt=0)] = 2.0,
         patch: Annotated[int, Knob("patch size in steps (or pixels per side)", ge=1)] = 4,
         dropout: Dropout = 0.0,
