@@ -15,6 +15,14 @@ from dlsuite.config import RunConfig
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--accept-golden",
+        action="store_true",
+        help="rewrite tests/golden/*.json from the current code instead of comparing with it",
+    )
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the session (MNIST-1D takes seconds to generate)."""
@@ -36,7 +44,7 @@ TINY = [
     "trainer.progress_bar=false",
     "data.batch_size=50",
     "data.train_samples=300",
-    "model.channels=8",
+    "model.width=8",
 ]
 
 

@@ -20,7 +20,7 @@ STUDY = f"""
 name: fair
 type: compare
 base: {REPO / "configs" / "mnist1d_cnn.yaml"}
-overrides: [trainer.max_epochs=2, data.train_samples=200, data.args.val_samples=200, model.channels=8,
+overrides: [trainer.max_epochs=2, data.train_samples=200, data.args.val_samples=200, model.width=8,
             tracking.log_checkpoint=false, tracking.plots=false]
 seeds: [0, 1]
 variants:

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_default_config_is_the_paper_recipe() -> None:
     cfg = load_config(REPO / "configs" / "mnist1d_cnn.yaml")
-    assert (cfg.data.name, cfg.model.name, cfg.optim.name) == ("mnist1d", "cnn", "adam")
+    assert (cfg.data.name, cfg.model.name, cfg.optim.name) == ("mnist1d", "mnist1d_cnn", "adam")
     assert cfg.optim.lr == pytest.approx(1e-2)  # "1e-2" in YAML is a float, not a string
     assert cfg.data.batch_size == 100
     assert cfg.name == "mnist1d_cnn"
@@ -32,7 +32,7 @@ def test_overrides_parse_values_and_reach_nested_sections() -> None:
 
 
 def test_yaml_round_trip_gives_the_same_config(tmp_path: Path) -> None:
-    cfg = load_config(None, ["model.channels=7", "optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"])
+    cfg = load_config(None, ["model.width=7", "optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"])
     path = tmp_path / "again.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(path).to_dict() == cfg.to_dict()

@@ -45,7 +45,7 @@ def test_overfitting_run_gets_overfitting_remedies(
     # 100 training sequences and a 64-channel CNN at a high learning rate: memorised within a few epochs
     cfg = tiny_config(
         "data.train_samples=100",
-        "model.channels=64",
+        "model.width=64",
         "optim.lr=1e-2",
         "trainer.max_epochs=40",
         "tracking.log_checkpoint=false",
@@ -56,7 +56,7 @@ def test_overfitting_run_gets_overfitting_remedies(
     assert d.verdict == "overfitting", d.evidence
     assert any("gap" in e for e in d.evidence)
     assert set(d.variants) == OVERFIT_REMEDIES
-    assert d.variants["smaller_model"] == ["model.channels=32"]
+    assert d.variants["smaller_model"] == ["model.width=32"]
     assert d.variants["more_data"] == ["data.train_samples=200"]
     assert not set(d.variants) & CAPACITY_REMEDIES
 
@@ -67,7 +67,7 @@ def test_overfitting_run_gets_overfitting_remedies(
     spec = load_study_spec(out)  # the doctor's study loads through the one study schema
     configs = {v: spec.run_config(variant=v) for v in spec.variants}
     assert spec.seeds == [0, 1, 2] and set(configs) == {"baseline", *OVERFIT_REMEDIES}
-    assert configs["baseline"].model.knobs["channels"] == 64 and configs["baseline"].data.train_samples == 100
+    assert configs["baseline"].model.knobs["width"] == 64 and configs["baseline"].data.train_samples == 100
     assert configs["dropout"].model.knobs["dropout"] == 0.3
     assert configs["weight_decay"].optim.name == "adamw" and configs["weight_decay"].optim.weight_decay == 0.01
     es = configs["early_stopping"].regularization.early_stopping
@@ -86,7 +86,7 @@ def test_underfitting_run_gets_capacity_remedies_and_gradients_are_read(store: s
     assert d.verdict == "underfitting", d.evidence
     assert CAPACITY_REMEDIES <= set(d.variants) and not set(d.variants) & OVERFIT_REMEDIES
     assert d.variants["higher_lr"] == ["optim.lr=0.0001"]
-    assert d.variants["bigger_model"] == ["model.channels=16"]
+    assert d.variants["bigger_model"] == ["model.width=16"]
     assert d.variants["less_regularization"] == ["model.dropout=0.0"]
     assert "grad_norm_ratio" not in d.numbers  # no gradient diagnostics logged: handled
 
@@ -133,7 +133,7 @@ def test_rules_on_synthetic_histories() -> None:
     good = diagnose(_epochs([0.5, 0.8, 0.95, 0.97, 0.97, 0.97], [0.5, 0.78, 0.93, 0.95, 0.95, 0.95]), cfg)
     assert good.verdict == "good fit" and good.variants == {}
     # a linear model that cannot fit: an MLP is proposed
-    lin = load_run_config(None, ["model.name=linear", "model.channels=null"])
+    lin = load_run_config(None, ["model.name=linear", "model.width=null"])
     d = diagnose(_epochs([0.3] * 6, [0.29] * 6), lin)
     assert d.verdict == "underfitting" and d.variants["bigger_model"] == ["model.name=mlp"]
     # exploding gradients and saturated sigmoids propose clipping and ReLU

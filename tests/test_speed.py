@@ -66,7 +66,7 @@ def test_compiled_same_band_and_compile_time_reported(store: str) -> None:
 
 def test_compile_keeps_state_dict_keys() -> None:
     cfg = tiny_config("trainer.compile=true")
-    model = create_model("cnn", (1, 40), 10, channels=4)
+    model = create_model("cnn", (1, 40), 10, width=4)
     keys = list(model.state_dict())
     prepare_model(model, cfg.trainer)
     assert list(model.state_dict()) == keys  # checkpoints load into a plain model
@@ -74,7 +74,7 @@ def test_compile_keeps_state_dict_keys() -> None:
 
 def test_channels_last_same_result_on_images(store: str) -> None:
     # 2-D convs on the 8x8 digits: NHWC changes only the memory layout, not the numbers (beyond rounding).
-    base = ["data.name=digits", "model.channels=8", "model.depth=2", "data.train_samples=400", *LEARN[:1], *LEARN[2:]]
+    base = ["data.name=digits", "model.width=8", "model.depth=2", "data.train_samples=400", *LEARN[:1], *LEARN[2:]]
     plain = train(load_run_config(None, [*base, "trainer.progress_bar=false"]))
     fast = train(load_run_config(None, [*base, "trainer.progress_bar=false", "trainer.channels_last=true"]))
     assert abs(plain.metrics["test_acc"] - fast.metrics["test_acc"]) <= 0.03
@@ -102,7 +102,7 @@ def test_precision_auto_is_fp32_without_gpu() -> None:
 def test_device_side_sums_match_the_batches() -> None:
     cfg = tiny_config()
     task: Any = create_task(
-        "classification", create_model("cnn", (1, 40), 10, channels=4), components(cfg, (1, 40)), 10, (1, 40)
+        "classification", create_model("cnn", (1, 40), 10, width=4), components(cfg, (1, 40)), 10, (1, 40)
     )
     task.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
     g = torch.Generator().manual_seed(0)
@@ -120,7 +120,7 @@ def test_device_side_sums_match_the_batches() -> None:
 
 def test_lean_hooks_store_plain_names_and_still_register_modules() -> None:
     parts = components(tiny_config(), (1, 40))
-    task: Any = create_task("classification", create_model("cnn", (1, 40), 10, channels=4), parts, 10, (1, 40))
+    task: Any = create_task("classification", create_model("cnn", (1, 40), 10, width=4), parts, 10, (1, 40))
     task._current_fx_name = "training_step"
     assert task.__dict__["_current_fx_name"] == "training_step"
     task.extra = nn.Linear(2, 2)

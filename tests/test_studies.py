@@ -31,7 +31,7 @@ TINY = [
     "trainer.max_epochs=2",
     "data.train_samples=300",
     "data.args.val_samples=200",
-    "model.channels=8",
+    "model.width=8",
     "tracking.log_checkpoint=false",
     "tracking.plots=false",
 ]
@@ -429,9 +429,9 @@ def _register_cuda_hog() -> None:
 
     @register_model("test_cuda_hog")
     def _cuda_hog(
-        input_shape: tuple[int, ...], num_classes: int, *, channels: int = 8, depth: int = 3, hog_gib: float = 0.0
+        input_shape: tuple[int, ...], num_classes: int, *, width: int = 8, depth: int = 3, hog_gib: float = 0.0
     ) -> nn.Module:
-        """Test model: ``channels`` and ``depth`` are accepted (the base config sets them) and unused."""
+        """Test model: ``width`` and ``depth`` are accepted (the base config sets them) and unused."""
         return _CudaHog(input_shape, num_classes, hog_gib)
 
 

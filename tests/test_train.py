@@ -29,7 +29,7 @@ def test_a_run_records_everything_in_mlflow(store: str) -> None:
     run = c.get_run(result.run_id)
     assert run.info.status == "FINISHED" and result.status == "FINISHED"
     p, m, tags = run.data.params, run.data.metrics, run.data.tags
-    assert p["optim.lr"] == "0.001" and p["model.channels"] == "8" and p["data.train_samples"] == "300"
+    assert p["optim.lr"] == "0.001" and p["model.width"] == "8" and p["data.train_samples"] == "300"
     assert int(p["model.num_params"]) > 0 and "env.torch" in p and "env.git_commit" in p and "env.device" in p
     assert tags["dlsuite.dataset"] == "mnist1d" and tags["dlsuite.model"] == "cnn"
     for key in ("test_acc", "test_loss", "test_f1", "best_val_acc", "best_epoch", "num_params"):
@@ -59,7 +59,7 @@ def test_checkpoint_loads_weights_only_and_rebuilds_the_model(store: str, tmp_pa
     path = MlflowClient(store).download_artifacts(result.run_id, "checkpoints/best.ckpt", str(tmp_path))
     ckpt = torch.load(path, weights_only=True)
     hp = ckpt["hyper_parameters"]
-    model = create_model(hp["config"]["model"]["name"], tuple(hp["input_shape"]), hp["num_classes"], channels=8)
+    model = create_model(hp["config"]["model"]["name"], tuple(hp["input_shape"]), hp["num_classes"], width=8)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
 
@@ -106,7 +106,7 @@ def test_mlp_and_schedules_and_sgd(store: str) -> None:
         tiny_config(
             "model.name=mlp",
             "model.width=16",
-            "model.channels=null",
+            "model.width=null",
             "optim.name=sgd",
             "optim.momentum=0.9",
             "optim.nesterov=true",

@@ -217,7 +217,7 @@ def test_gradual_unfreeze_top_down(store: str) -> None:
 
 # -- the suite's own checkpoints ---------------------------------------------------------------------
 MNIST1D_RUN = ["trainer.max_epochs=2", "trainer.progress_bar=false", "data.batch_size=50", "data.train_samples=300"]
-PRETRAIN = [*MNIST1D_RUN, "model.channels=8", "model.norm=batch"]
+PRETRAIN = [*MNIST1D_RUN, "model.width=8", "model.norm=batch"]
 
 
 @pytest.mark.slow

@@ -13,13 +13,13 @@ import torch
 
 from dlsuite.errors import ConfigError
 from dlsuite.models import INITS, MODELS, apply_init, create_model, list_models, model_inputs, register_model
-from dlsuite.models.api import model_knobs
+from dlsuite.models.api import Preset, knob_specs, model_knobs
 from dlsuite.models.layers import ACTIVATIONS
 
 NUM_CLASSES = 7  # odd, and unlike any default, so a hard-coded 10 somewhere shows
 SHAPES = {"1d": (3, 16), "2d": (3, 12, 12), "tokens": (6,)}
 # Small values for whichever of these knobs a model takes: each test takes milliseconds.
-TINY = {"width": 8, "channels": 4, "hidden": 8, "growth_rate": 4, "embed": 8, "heads": 2, "latent": 4}
+TINY = {"width": 8, "hidden": 8, "growth_rate": 4, "embed": 8, "heads": 2, "latent": 4}
 
 EXPECTED = {
     "alexnet",
@@ -33,6 +33,9 @@ EXPECTED = {
     "linear",
     "lstm",
     "mlp",
+    "mnist1d_cnn",
+    "mnist1d_gru",
+    "mnist1d_mlp",
     "mobilenet",
     "resnet",
     "rnn",
@@ -70,6 +73,7 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 # their own recipe models when imported).
 ZOO = [n for n in list_models() if MODELS.get(n).__module__.startswith("dlsuite.models.")]
 CASES = [(name, form) for name in ZOO for form in model_inputs(name)]
+FAMILIES = [n for n in ZOO if not isinstance(MODELS.get(n), Preset)]  # presets repeat their family's knobs
 
 
 @pytest.mark.parametrize(("name", "form"), CASES, ids=[f"{n}-{f}" for n, f in CASES])
@@ -90,18 +94,35 @@ def test_every_model_forward_backward(name: str, form: str) -> None:
         assert p.grad.abs().sum() > 0, f"{name}: parameter {pname} has an all-zero gradient"
 
 
-def test_registry_lists_exactly_the_exported_builders() -> None:
+def test_registry_lists_exactly_the_exported_models() -> None:
     # The zoo is all there (other capabilities may register more models, each checked below).
     assert set(ZOO) >= EXPECTED
     for name in ZOO:
-        builder = MODELS.get(name)
-        # torchvision's check: the registry name is the public builder's name in its family module
-        assert builder.__name__ == name
-        assert getattr(importlib.import_module(builder.__module__), name) is builder
-        assert builder.__doc__, f"{name} has no docstring"
-        params = list(inspect.signature(builder).parameters.values())
+        entry = MODELS.get(name)
+        module = importlib.import_module(entry.__module__)
+        assert entry.__doc__, f"{name} has no docstring"
+        if isinstance(entry, Preset):  # a preset names a family and sets some of its knobs
+            assert entry.base in FAMILIES and set(entry.knobs) <= set(model_knobs(entry.base))
+            assert getattr(module, entry.__name__) is entry  # an entry point of its family's module
+            continue
+        # torchvision's check: what the registry holds is the public class of its family module
+        assert isinstance(entry, type) and issubclass(entry, torch.nn.Module)
+        assert getattr(module, entry.__name__) is entry
+        params = list(inspect.signature(entry).parameters.values())
         assert [p.name for p in params[:2]] == ["input_shape", "num_classes"]
-        assert all(p.kind is p.KEYWORD_ONLY for p in params[2:]), f"{name}: knobs must be keyword-only"
+        assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[2:]), f"{name}: knobs are keyword-only"
+
+
+def test_every_knob_of_the_zoo_declares_its_type_and_range() -> None:
+    # One vocabulary: a knob name means one thing (one meaning and type) in every family that has it.
+    seen: dict[str, tuple[str, type]] = {}
+    for name in FAMILIES:
+        for knob, spec in knob_specs(name).items():
+            assert spec.knob is not None and spec.kind is not None, f"{name}.{knob} has no declared type and range"
+            assert spec.knob.check(spec.kind, spec.default) is None, f"{name}.{knob}: default outside its range"
+            meaning = seen.setdefault(knob, (spec.knob.meaning, spec.kind))
+            assert meaning[1] is spec.kind, f"{knob} is a {spec.kind} in {name} but a {meaning[1]} elsewhere"
+            assert meaning[0] == spec.knob.meaning, f"{knob} means two things"
 
 
 def test_list_models_pattern() -> None:
@@ -144,10 +165,18 @@ def test_wrong_input_form_is_refused(name: str, shape: tuple[int, ...], message:
         ("resnet", {"block": "huge"}, "block must be one of 'basic', 'bottleneck'"),
         ("vgg", {"pool": "median"}, "pool must be one of 'max', 'avg'"),
         ("gru", {"head": "cls"}, "head must be one of 'last', 'gap', 'flatten'"),
-        ("transformer", {"width": 10, "heads": 4}, "width divisible by heads"),
+        ("transformer", {"width": 10, "heads": 4}, r"^model.heads \(4\) must divide model.width \(10\)"),
+        ("transformer", {"width": 10}, r"^model.heads \(4\) must divide model.width \(10\) \(model 'transformer'\)$"),
         ("attention_seq2seq", {"attention": "cosine"}, "attention must be one of"),
-        ("cnn", {"activation": "swish"}, "unknown activation 'swish'"),
-        ("vgg", {"norm": "group"}, "unknown norm 'group'"),
+        ("cnn", {"activation": "swish"}, r"model.activation must be one of 'elu', 'gelu'.*, got 'swish'"),
+        ("vgg", {"norm": "group"}, r"model.norm must be one of 'batch', 'layer', 'none', got 'group'"),
+        ("cnn", {"dropout": 1.5}, r"^model.dropout must be >= 0 and < 1, got 1.5 \(model 'cnn'\)$"),
+        ("mlp", {"width": 0}, "model.width must be >= 1, got 0"),
+        ("mlp", {"depth": -1}, "model.depth must be >= 0, got -1"),
+        ("resnet", {"depth": 2.5}, "model.depth must be an int, got 2.5"),
+        ("resnet", {"width": True}, "model.width must be an int, got True"),
+        ("resnet", {"shortcut": "yes"}, "model.shortcut must be a bool, got 'yes'"),
+        ("densenet", {"compression": 0}, "model.compression must be > 0 and <= 1, got 0"),
     ],
 )
 def test_bad_knob_values_are_config_errors(name: str, knobs: dict[str, Any], message: str) -> None:
@@ -157,7 +186,7 @@ def test_bad_knob_values_are_config_errors(name: str, knobs: dict[str, Any], mes
 
 
 def _takes(knob: str) -> list[str]:
-    return [n for n in ZOO if knob in model_knobs(n)]
+    return [n for n in FAMILIES if knob in model_knobs(n)]
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS.names())
@@ -169,7 +198,7 @@ def test_every_activation(name: str, activation: str) -> None:
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
-@pytest.mark.parametrize("name", [n for n in _takes("norm") if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in _takes("norm") if n != "mlp"])  # mlp: LayerNorm / BatchNorm1d
 def test_every_norm(name: str, norm: str) -> None:
     model = create_model(name, SHAPES["2d"], NUM_CLASSES, **tiny_knobs(name, norm=norm))
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -230,7 +259,7 @@ def test_every_init_on_every_kind_of_layer(init: str) -> None:
 
 @pytest.mark.parametrize("init", ["default", "orthogonal", "zeros"])
 def test_lstm_forget_gate_bias_survives_the_shared_initialiser(init: str) -> None:
-    model = create_model("lstm", SHAPES["1d"], 3, hidden=5, depth=2, bidirectional=True, forget_bias=1.0)
+    model = create_model("lstm", SHAPES["1d"], 3, width=5, depth=2, bidirectional=True, forget_bias=1.0)
     apply_init(model, init)
     h = 5
     for pname, p in model.rnn.named_parameters():
@@ -242,7 +271,7 @@ def test_lstm_forget_gate_bias_survives_the_shared_initialiser(init: str) -> Non
 
 def test_seq2seq_teacher_forcing_and_greedy_decoding_differ_only_in_their_inputs() -> None:
     torch.manual_seed(0)
-    model = create_model("attention_seq2seq", (5,), 4, embed=8, hidden=8).eval()
+    model = create_model("attention_seq2seq", (5,), 4, embed=8, width=8).eval()
     src = torch.randint(0, 4, (3, 5))
     greedy = model(src)
     # Feeding the model its own greedy tokens as the "target" reproduces the greedy logits exactly.
@@ -262,3 +291,51 @@ def test_vae_samples_in_training_and_uses_the_mean_in_evaluation() -> None:
     assert torch.equal(model(x)[0], model(x)[0])
     model.train()
     assert not torch.equal(model(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("cnn", "channels", "width"),
+        ("gru", "hidden", "width"),
+        ("densenet", "blocks", "stages"),
+        ("mlp", "residual", "shortcut"),
+    ],
+)
+def test_renamed_knobs_are_refused_with_their_new_name(name: str, old: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^model.{old} was renamed to model.{new} \(model '{name}'\)$"):
+        create_model(name, SHAPES["1d"], 3, **{old: 8})
+
+
+def test_hidden_still_means_the_head_layers_where_a_head_has_them() -> None:
+    assert "hidden" in model_knobs("alexnet") and "hidden" not in model_knobs("gru")
+    create_model("vgg", SHAPES["1d"], 3, width=4, hidden=8)
+
+
+@pytest.mark.parametrize("preset", [n for n in ZOO if isinstance(MODELS.get(n), Preset)])
+def test_a_preset_is_its_family_with_the_preset_knobs(preset: str) -> None:
+    entry = MODELS.get(preset)
+    assert isinstance(entry, Preset)
+    assert model_knobs(preset) == {**model_knobs(entry.base), **entry.knobs}
+    form = model_inputs(preset)[0]
+    torch.manual_seed(0)
+    a = create_model(preset, SHAPES[form], NUM_CLASSES)
+    torch.manual_seed(0)
+    b = create_model(entry.base, SHAPES[form], NUM_CLASSES, **entry.knobs)
+    assert type(a) is type(b)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    # Knobs given with a preset override its values.
+    assert create_model(preset, SHAPES[form], NUM_CLASSES, dropout=0.25) is not None
+
+
+def test_mnist1d_cnn_is_the_papers_cnn() -> None:
+    model = create_model("mnist1d_cnn", (1, 40), 10)
+    assert sum(p.numel() for p in model.parameters()) == 5210  # the paper's CNN (docs/models.md)
+
+
+def test_a_rename_applies_to_its_family_and_presets_only() -> None:
+    with pytest.raises(ConfigError, match=r"^model.hidden was renamed to model.width \(model 'mnist1d_gru'\)$"):
+        create_model("mnist1d_gru", SHAPES["1d"], 3, hidden=8)
+    with pytest.raises(ConfigError, match=r"^model 'cnn' does not take knob 'hidden'"):
+        create_model("cnn", SHAPES["1d"], 3, hidden=8)  # cnn never had one: no rename to suggest

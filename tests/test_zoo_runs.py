@@ -15,7 +15,7 @@ from dlsuite.config import DataConfig
 from dlsuite.data import create_datamodule
 from dlsuite.errors import ConfigError
 from dlsuite.models import MODELS, create_model, list_models
-from dlsuite.models.api import model_knobs
+from dlsuite.models.api import Preset, model_knobs
 from dlsuite.models.cost import model_cost, trace_conv_stack
 from dlsuite.runner.run import train
 
@@ -171,7 +171,8 @@ def test_a_task_refuses_a_model_that_does_not_fit(task: str, model: str, fits: s
 def test_one_config_per_family() -> None:
     families = {p.stem for p in CONFIGS}
     zoo = {n for n in list_models() if MODELS.get(n).__module__.startswith("dlsuite.models.")}
-    assert families == zoo - {"linear"}  # linear is the mlp family's depth-0 case
+    presets = {n for n in zoo if isinstance(MODELS.get(n), Preset)}  # linear, mnist1d_*: names within a family
+    assert families == zoo - presets
     for path in CONFIGS:
         assert load_run_config(path).model.name == path.stem
 
@@ -180,9 +181,7 @@ def test_one_config_per_family() -> None:
 def test_every_shipped_config_trains_one_step(path: Path, store: str) -> None:
     cfg = load_run_config(path)
     knobs = model_knobs(cfg.model.name)
-    tiny = [
-        f"model.{k}={v}" for k, v in {"width": 8, "channels": 4, "hidden": 8, "growth_rate": 4}.items() if k in knobs
-    ]
+    tiny = [f"model.{k}={v}" for k, v in {"width": 8, "hidden": 8, "growth_rate": 4}.items() if k in knobs]
     if "val_samples" in cfg.data.args:
         tiny.append("data.args.val_samples=100")
     overrides = [*QUIET, *tiny, "trainer.max_epochs=1", "data.batch_size=32", "data.train_samples=32"]
@@ -217,5 +216,5 @@ def test_cli_wrong_input_form_exits_2(store: str, capsys: pytest.CaptureFixture[
     code = main(["train", str(ROOT / "configs" / "models" / "cnn.yaml"), "--set", "model.name=attention_seq2seq"])
     # cnn's knobs are not seq2seq's: refused at validation, before anything is written
     assert code == 2
-    assert "does not take knob 'channels'" in capsys.readouterr().err
+    assert "does not take knob 'depth'" in capsys.readouterr().err
     assert not Path("mlruns").exists()

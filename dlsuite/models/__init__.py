@@ -1,6 +1,8 @@
 """Plain ``nn.Module`` architectures, one file per family, registered by name.
 
-Importing this package registers every family; ``create_model`` builds one by name.
+Importing this package registers every family and preset; ``create_model`` builds one by name, and
+``check_knobs`` validates a config's knobs (names, types, ranges) without building anything. It needs
+torch alone (a test checks that lightning, mlflow, optuna, timm, torchvision, ... stay unimported).
 """
 
 from dlsuite.models import (  # noqa: F401  (registers the families)
@@ -19,16 +21,29 @@ from dlsuite.models import (  # noqa: F401  (registers the families)
     transformer,
     vgg,
 )
-from dlsuite.models.api import MODELS, count_params, create_model, list_models, model_inputs, register_model
+from dlsuite.models.api import (
+    MODELS,
+    check_knobs,
+    count_params,
+    create_model,
+    list_models,
+    model_inputs,
+    model_knobs,
+    register_model,
+    register_preset,
+)
 from dlsuite.models.init import INITS, apply_init
 
 __all__ = [
     "INITS",
     "MODELS",
     "apply_init",
+    "check_knobs",
     "count_params",
     "create_model",
     "list_models",
     "model_inputs",
+    "model_knobs",
     "register_model",
+    "register_preset",
 ]

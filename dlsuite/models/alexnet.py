@@ -8,33 +8,41 @@ kernel becomes ``first_kernel_size`` stride 1, since 8x8 digits or 40-step seque
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, can_pool, check_choice, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, can_pool, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Dropout, FirstKernelSize, Head, Hidden, Knob, Norm, Pool, Width
 
 _MULT = (1, 3, 6, 4, 4)  # 64, 192, 384, 256, 256 in the original
 _POOL_AFTER = (0, 1, 4)
 
 
+@register_model("alexnet")
 class AlexNet(nn.Module):
-    """conv -> [lrn] -> pool -> conv -> [lrn] -> pool -> conv -> conv -> conv -> pool -> 2 fc -> classes."""
+    """conv -> [lrn] -> pool -> conv -> [lrn] -> pool -> conv -> conv -> conv -> pool -> 2 fc -> classes.
+
+    ``dropout`` (0.5 as in the paper) regularises the fully connected layers.
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        hidden: int,
-        first_kernel_size: int,
-        dropout: float,
-        lrn: bool,
-        norm: str,
-        activation: str,
-        pool: str,
-        head: str,
+        *,
+        width: Width = 16,
+        hidden: Hidden = 256,
+        first_kernel_size: FirstKernelSize = 5,
+        dropout: Dropout = 0.5,
+        lrn: Annotated[bool, Knob("local response normalisation after the first two convolutions")] = False,
+        norm: Norm = "none",
+        activation: Activation = "relu",
+        pool: Pool = "max",
+        head: Head = "flatten",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -56,31 +64,9 @@ class AlexNet(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*mods)
         feat = output_shape(self.features, input_shape)
-        self.head = Head(head, feat, num_classes, dropout=dropout, hidden=(hidden, hidden), activation=activation)
+        self.head = ClassifierHead(
+            head, feat, num_classes, dropout=dropout, hidden=(hidden, hidden), activation=activation
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, 4w, *S/8) -> (B, classes)
-
-
-@register_model("alexnet")
-def alexnet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    hidden: int = 256,
-    first_kernel_size: int = 5,
-    dropout: float = 0.5,
-    lrn: bool = False,
-    norm: str = "none",
-    activation: str = "relu",
-    pool: str = "max",
-    head: str = "flatten",
-) -> nn.Module:
-    """A small AlexNet; ``dropout`` (0.5 as in the paper) regularises the fully connected layers."""
-    check_choice("pool", pool, ("max", "avg"))
-    if width < 1 or hidden < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width >= 1, hidden >= 1, 0 <= dropout < 1")
-    return AlexNet(
-        input_shape, num_classes, width, hidden, first_kernel_size, dropout, lrn, norm, activation, pool, head
-    )

@@ -1,19 +1,27 @@
 """The model registry in the spirit of timm: ``@register_model``, ``create_model``, ``list_models``.
 
-A model builder is a function ``(input_shape, num_classes, *, knob=default, ...) -> nn.Module``.
-``input_shape`` excludes the batch dimension: ``(C, L)`` for sequences, ``(C, H, W)`` for images.
-Knobs a builder does not take are refused with the list of those it does take.
+A family registers its ``nn.Module`` class itself: ``@register_model("cnn")`` above ``class ConvNet``,
+whose ``__init__(input_shape, num_classes, *, knob=default, ...)`` is the one place its knobs, defaults,
+types and ranges are stated (annotated with the vocabulary of :mod:`dlsuite.models.knobs`). A preset
+is a name for a registered model with some knobs set (``mnist1d_cnn``), as timm's ``resnet18`` is
+for ``ResNet``. A plain builder function with keyword-only knobs registers the same way (the
+``transfer`` model does). ``input_shape`` excludes the batch dimension: ``(C, L)`` for sequences,
+``(C, H, W)`` for images, ``(L,)`` for tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from torch import nn
 
 from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.models.knobs import Knob, renamed
 from dlsuite.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
@@ -26,14 +34,46 @@ _POSITIONAL = ("input_shape", "num_classes")
 INPUT_FORMS = {"1d": 2, "2d": 3, "tokens": 1}
 _MODEL_INPUTS: dict[str, tuple[str, ...]] = {}
 
+B = typing.TypeVar("B", bound=ModelBuilder)
 
-def register_model(name: str, inputs: tuple[str, ...] = ("1d", "2d")) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register a model builder under ``name`` taking the input forms ``inputs``; duplicates are refused."""
+
+def register_model(name: str, inputs: tuple[str, ...] = ("1d", "2d")) -> Callable[[B], B]:
+    """Register a model class (or builder function) under ``name`` taking the input forms ``inputs``."""
     unknown = set(inputs) - set(INPUT_FORMS)
     if unknown:
         raise ValueError(f"unknown input forms {sorted(unknown)}; valid: {', '.join(INPUT_FORMS)}")
-    _MODEL_INPUTS.setdefault(name, tuple(inputs))
-    return MODELS.register(name)
+
+    def deco(builder: B) -> B:
+        MODELS.add(name, builder)  # refuses a duplicate name before anything else is recorded
+        _MODEL_INPUTS[name] = tuple(inputs)
+        return builder
+
+    return deco
+
+
+class Preset:
+    """A registered name for model ``base`` with some knobs set; knobs given at build time override them."""
+
+    def __init__(self, name: str, base: str, doc: str, knobs: dict[str, Any]) -> None:
+        self.__name__ = name
+        self.__doc__ = doc
+        self.__module__ = getattr(MODELS.get(base, what="model"), "__module__", __name__)
+        self.base = base
+        self.knobs = knobs
+
+    def __call__(self, input_shape: tuple[int, ...], num_classes: int, **knobs: Any) -> nn.Module:
+        return MODELS.get(self.base)(input_shape, num_classes, **{**self.knobs, **knobs})
+
+    def __repr__(self) -> str:
+        return f"Preset({self.__name__!r} = {self.base} with {self.knobs})"
+
+
+def register_preset(name: str, base: str, doc: str, **knobs: Any) -> Preset:
+    """Register ``name`` as model ``base`` with ``knobs`` set (checked as a config's knobs are)."""
+    check_knobs(base, knobs)
+    preset = Preset(name, base, doc, knobs)
+    register_model(name, model_inputs(base))(preset)
+    return preset
 
 
 def model_inputs(name: str) -> tuple[str, ...]:
@@ -60,22 +100,94 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
+@dataclasses.dataclass(frozen=True)
+class KnobSpec:
+    """One knob of one model: its default and, when the model declares them, its type and range."""
+
+    name: str
+    default: Any
+    kind: type | None = None
+    knob: Knob | None = None
+
+
+def knob_specs(name: str) -> dict[str, KnobSpec]:
+    """The knobs model ``name`` takes, in declaration order."""
+    return _specs(MODELS.get(name, what="model"))
+
+
+@functools.cache
+def _specs(builder: ModelBuilder) -> dict[str, KnobSpec]:
+    if isinstance(builder, Preset):
+        return {
+            k: dataclasses.replace(s, default=builder.knobs.get(k, s.default))
+            for k, s in knob_specs(builder.base).items()
+        }
+    if not isinstance(builder, type):
+        return _declared(builder)
+    # A class's knobs are its __init__'s keyword arguments; a subclass adds its own and passes the
+    # rest on with ``**knobs``, so the classes below nn.Module contribute, base classes first.
+    specs: dict[str, KnobSpec] = {}
+    for cls in reversed(builder.__mro__[: builder.__mro__.index(nn.Module)]):
+        if "__init__" in vars(cls):
+            specs.update(_declared(vars(cls)["__init__"]))
+    return specs
+
+
+def _declared(fn: Callable[..., Any]) -> dict[str, KnobSpec]:
+    """The keyword arguments of ``fn`` (less the input shape and class count) as knobs."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except (NameError, TypeError):  # annotations naming TYPE_CHECKING-only types: names and defaults only
+        hints = {}
+    specs = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in (*_POSITIONAL, "self") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        hint = hints.get(p.name)
+        if typing.get_origin(hint) is Annotated:
+            kind, *meta = typing.get_args(hint)
+            specs[p.name] = KnobSpec(p.name, p.default, kind, next(m for m in meta if isinstance(m, Knob)))
+        else:
+            specs[p.name] = KnobSpec(p.name, p.default)
+    return specs
+
+
+def _family(name: str) -> str:
+    """The registered family a name builds: itself, or a preset's base."""
+    entry = MODELS.get(name, what="model")
+    return _family(entry.base) if isinstance(entry, Preset) else name
+
+
 def model_knobs(name: str) -> dict[str, Any]:
     """The knobs a model takes, with their defaults."""
-    sig = inspect.signature(MODELS.get(name, what="model"))
-    return {
-        p.name: p.default for p in sig.parameters.values() if p.name not in _POSITIONAL and p.kind is not p.VAR_KEYWORD
-    }
+    return {k: s.default for k, s in knob_specs(name).items()}
 
 
 def check_knobs(name: str, knobs: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` for knobs that model ``name`` does not take."""
-    valid = model_knobs(name)
-    for knob, value in knobs.items():
-        if value is not None and knob not in valid:  # None knobs are dropped, as in timm
+    """Raise :class:`ConfigError` for a knob model ``name`` does not take or a value out of its range."""
+    specs = knob_specs(name)
+    given = {k: v for k, v in knobs.items() if v is not None}  # None knobs are dropped, as in timm
+    for knob, value in given.items():
+        spec = specs.get(knob)
+        if spec is None:
+            error = renamed(name, _family(name), knob)
+            if error is not None:
+                raise error
             raise ConfigError(
-                f"model {name!r} does not take knob {knob!r}{did_you_mean(knob, valid)}; "
-                f"it takes: {', '.join(valid) or '(none)'}"
+                f"model {name!r} does not take knob {knob!r}{did_you_mean(knob, specs)}; "
+                f"it takes: {', '.join(specs) or '(none)'}"
+            )
+        if spec.knob is not None and spec.kind is not None:
+            why = spec.knob.check(spec.kind, value)
+            if why:
+                raise ConfigError(f"model.{knob} {why} (model {name!r})")
+    # Relations between knobs, on the values the model will get (defaults where none is given).
+    values = {**model_knobs(name), **given}
+    for knob, spec in specs.items():
+        other = spec.knob.divides if spec.knob is not None else None
+        if other is not None and values[other] % values[knob]:
+            raise ConfigError(
+                f"model.{knob} ({values[knob]}) must divide model.{other} ({values[other]}) (model {name!r})"
             )
 
 

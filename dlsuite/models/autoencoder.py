@@ -14,6 +14,7 @@ the batch (0 for the plain autoencoder). ``num_classes`` is not used.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from torch.nn import functional as F
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import check_choice, conv_norm_act, spatial_dims
+from dlsuite.models.common import conv_norm_act, spatial_dims
+from dlsuite.models.knobs import Activation, Depth, Knob, Norm, Width
 
 
 class UpBlock(nn.Module):
@@ -47,19 +49,22 @@ class UpBlock(nn.Module):
         return self.post(h)
 
 
+@register_model("autoencoder")
 class ConvAutoencoder(nn.Module):
     """Encoder convs -> latent (or mu/logvar) -> decoder up-blocks -> output conv."""
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
-        width: int,
-        depth: int,
-        latent: int,
-        variational: bool,
-        upsample: str,
-        norm: str,
-        activation: str,
+        num_classes: int,  # unused: the reconstruction task has no classes
+        *,
+        width: Width = 16,
+        depth: Depth = 2,
+        latent: Annotated[int, Knob("size of the code between encoder and decoder", ge=1)] = 16,
+        variational: Annotated[bool, Knob("a Gaussian code (VAE) instead of a point")] = False,
+        upsample: Annotated[str, Knob("decoder upsampling", choices=("transpose", "nearest"))] = "transpose",
+        norm: Norm = "batch",
+        activation: Activation = "relu",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -96,23 +101,3 @@ class ConvAutoencoder(nn.Module):
             z = code
         h = self.from_latent(z).view(len(x), *self.code_shape)  # (B, C', *S')
         return self.out(self.decoder(h)), kl  # (B, C, *S), scalar
-
-
-@register_model("autoencoder")
-def autoencoder(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    depth: int = 2,
-    latent: int = 16,
-    variational: bool = False,
-    upsample: str = "transpose",
-    norm: str = "batch",
-    activation: str = "relu",
-) -> nn.Module:
-    """Conv autoencoder (``variational: true`` for a VAE) with a ``latent``-dimensional code."""
-    check_choice("upsample", upsample, ("transpose", "nearest"))
-    if width < 1 or depth < 1 or latent < 1:
-        raise ValueError("need width, depth, latent >= 1")
-    return ConvAutoencoder(input_shape, width, depth, latent, variational, upsample, norm, activation)

@@ -70,7 +70,7 @@ def can_pool(shape: tuple[int, ...], kernel: int = 2) -> bool:
     return all(s >= kernel for s in shape[1:])
 
 
-class Head(nn.Module):
+class ClassifierHead(nn.Module):
     """Classifier head: ``gap`` (global average pool -> linear) or ``flatten`` (flatten -> linear).
 
     ``hidden`` > 0 inserts fully connected hidden layers (AlexNet / VGG style), each followed by the

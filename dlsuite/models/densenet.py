@@ -1,18 +1,21 @@
 """DenseNet (Huang et al., 2016): every layer of a dense block sees the concatenation of all before it.
 
 A layer adds ``growth_rate`` channels (norm -> act -> 1x1 conv to 4k -> norm -> act -> 3x3 conv to k,
-the DenseNet-BC bottleneck); transitions between blocks compress channels by ``compression`` with
+the DenseNet-BC bottleneck); transitions between dense blocks (stages) compress channels by ``compression`` with
 a 1x1 conv and halve resolution with a 2x2 pool.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, can_pool, check_choice, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, can_pool, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Depth, Dropout, Head, Knob, Norm, Pool, Stages
 
 
 class DenseLayer(nn.Module):
@@ -35,33 +38,38 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.net(x)], dim=1)  # (B, C + growth, *S)
 
 
+@register_model("densenet")
 class DenseNet(nn.Module):
-    """Stem conv -> (dense block -> transition) x ``blocks`` (no transition after the last) -> head."""
+    """Stem conv -> (dense block -> transition) x ``stages`` (no transition after the last) -> head.
+
+    DenseNet-BC: ``stages`` dense blocks of ``depth`` layers, each adding ``growth_rate`` channels.
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        growth_rate: int,
-        blocks: int,
-        depth: int,
-        compression: float,
-        dropout: float,
-        norm: str,
-        activation: str,
-        pool: str,
-        head: str,
+        *,
+        growth_rate: Annotated[int, Knob("channels each dense layer adds", ge=1)] = 12,
+        stages: Stages = 3,
+        depth: Depth = 4,
+        compression: Annotated[float, Knob("channel fraction a transition keeps", gt=0, le=1)] = 0.5,
+        dropout: Dropout = 0.0,
+        norm: Norm = "batch",
+        activation: Activation = "relu",
+        pool: Pool = "avg",
+        head: Head = "gap",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
         conv = layers.conv(dims)
         ch = 2 * growth_rate
         mods: list[nn.Module] = [conv(input_shape[0], ch, 3, padding=1, bias=False)]
-        for b in range(blocks):
+        for b in range(stages):
             for _ in range(depth):
                 mods.append(DenseLayer(dims, ch, growth_rate, norm, activation, dropout))
                 ch += growth_rate
-            if b < blocks - 1:
+            if b < stages - 1:
                 out = max(1, int(ch * compression))
                 mods += [layers.norm(norm, dims, ch), layers.activation(activation), conv(ch, out, 1, bias=False)]
                 ch = out
@@ -69,31 +77,7 @@ class DenseNet(nn.Module):
                     mods.append(layers.pool(pool, dims))
         mods += [layers.norm(norm, dims, ch), layers.activation(activation)]
         self.features = nn.Sequential(*mods)
-        self.head = Head(head, output_shape(self.features, input_shape), num_classes)
+        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
-
-
-@register_model("densenet")
-def densenet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    growth_rate: int = 12,
-    blocks: int = 3,
-    depth: int = 4,
-    compression: float = 0.5,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    pool: str = "avg",
-    head: str = "gap",
-) -> nn.Module:
-    """DenseNet-BC with ``blocks`` dense blocks of ``depth`` layers each adding ``growth_rate`` channels."""
-    check_choice("pool", pool, ("max", "avg"))
-    if growth_rate < 1 or blocks < 1 or depth < 1 or not 0.0 < compression <= 1.0 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need growth_rate, blocks, depth >= 1, 0 < compression <= 1, 0 <= dropout < 1")
-    return DenseNet(
-        input_shape, num_classes, growth_rate, blocks, depth, compression, dropout, norm, activation, pool, head
-    )

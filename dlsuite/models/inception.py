@@ -11,7 +11,8 @@ from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, can_pool, check_choice, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, can_pool, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Depth, Dropout, Head, Norm, Pool, Width
 
 
 class InceptionModule(nn.Module):
@@ -40,6 +41,7 @@ class InceptionModule(nn.Module):
         return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)  # (B, 3w, *S)
 
 
+@register_model("inception")
 class Inception(nn.Module):
     """Stem conv -> ``depth`` inception modules (a 2x2 max-pool after every second) -> head."""
 
@@ -47,13 +49,14 @@ class Inception(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        depth: int,
-        dropout: float,
-        norm: str,
-        activation: str,
-        pool: str,
-        head: str,
+        *,
+        width: Width = 16,
+        depth: Depth = 4,
+        dropout: Dropout = 0.0,
+        norm: Norm = "batch",
+        activation: Activation = "relu",
+        pool: Pool = "max",  # the kind of the modules' pool branch
+        head: Head = "gap",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -67,27 +70,7 @@ class Inception(nn.Module):
             if i % 2 == 1 and i < depth - 1 and can_pool(output_shape(nn.Sequential(*mods), input_shape)):
                 mods.append(layers.pool("max", dims))
         self.features = nn.Sequential(*mods)
-        self.head = Head(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
+        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
-
-
-@register_model("inception")
-def inception(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    depth: int = 4,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    pool: str = "max",
-    head: str = "gap",
-) -> nn.Module:
-    """GoogLeNet-style network of ``depth`` inception modules; ``pool`` is the pool branch's kind."""
-    check_choice("pool", pool, ("max", "avg"))
-    if width < 1 or depth < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width >= 1, depth >= 1, 0 <= dropout < 1")
-    return Inception(input_shape, num_classes, width, depth, dropout, norm, activation, pool, head)

@@ -11,24 +11,30 @@ from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, can_pool, check_choice, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, can_pool, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Dropout, Head, Hidden, KernelSize, Norm, Pool, Width
 
 
+@register_model("lenet")
 class LeNet(nn.Module):
-    """conv(width, k) -> act -> pool -> conv(16/6 * width, k) -> act -> pool -> fc -> fc -> classes."""
+    """conv(width, k) -> act -> pool -> conv(16/6 * width, k) -> act -> pool -> fc -> fc -> classes.
+
+    ``width`` = first conv channels (6), ``hidden`` = first fc width (120).
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        hidden: int,
-        kernel_size: int,
-        activation: str,
-        pool: str,
-        norm: str,
-        dropout: float,
-        head: str,
+        *,
+        width: Width = 6,
+        hidden: Hidden = 120,
+        kernel_size: KernelSize = 5,
+        activation: Activation = "tanh",
+        pool: Pool = "avg",
+        norm: Norm = "none",
+        dropout: Dropout = 0.0,
+        head: Head = "flatten",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -49,30 +55,9 @@ class LeNet(nn.Module):
         self.features = nn.Sequential(*mods)
         feat = output_shape(self.features, input_shape)
         # LeNet-5's 120 -> 84 fully connected layers, scaled together by ``hidden``.
-        self.head = Head(
+        self.head = ClassifierHead(
             head, feat, num_classes, dropout=dropout, hidden=(hidden, max(1, hidden * 84 // 120)), activation=activation
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S/4) -> (B, classes)
-
-
-@register_model("lenet")
-def lenet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 6,
-    hidden: int = 120,
-    kernel_size: int = 5,
-    activation: str = "tanh",
-    pool: str = "avg",
-    norm: str = "none",
-    dropout: float = 0.0,
-    head: str = "flatten",
-) -> nn.Module:
-    """LeNet-5 in 1D or 2D; ``width`` = first conv channels (6), ``hidden`` = first fc width (120)."""
-    check_choice("pool", pool, ("max", "avg"))
-    if width < 1 or hidden < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width >= 1, hidden >= 1, 0 <= dropout < 1")
-    return LeNet(input_shape, num_classes, width, hidden, kernel_size, activation, pool, norm, dropout, head)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Depth, Dropout, Head, KernelSize, Norm, Stages, Width
 
 
 class DepthwiseSeparable(nn.Module):
@@ -30,21 +31,26 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))  # (B, C, *S) -> (B, C', *S/stride)
 
 
+@register_model("mobilenet")
 class MobileNet(nn.Module):
-    """Stem conv -> ``stages`` x ``depth`` separable blocks (stride 2 and double width per stage) -> head."""
+    """Stem conv -> ``stages`` x ``depth`` separable blocks (stride 2 and double width per stage) -> head.
+
+    MobileNet-v1 style; ``width`` is the stem's channels (the width multiplier).
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        stages: int,
-        depth: int,
-        kernel_size: int,
-        dropout: float,
-        norm: str,
-        activation: str,
-        head: str,
+        *,
+        width: Width = 16,
+        stages: Stages = 3,
+        depth: Depth = 2,
+        kernel_size: KernelSize = 3,
+        dropout: Dropout = 0.0,
+        norm: Norm = "batch",
+        activation: Activation = "relu",
+        head: Head = "gap",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -57,27 +63,7 @@ class MobileNet(nn.Module):
                 mods.append(DepthwiseSeparable(dims, in_ch, out_ch, kernel_size, stride, norm, activation))
                 in_ch = out_ch
         self.features = nn.Sequential(*mods)
-        self.head = Head(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
+        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
-
-
-@register_model("mobilenet")
-def mobilenet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    stages: int = 3,
-    depth: int = 2,
-    kernel_size: int = 3,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    head: str = "gap",
-) -> nn.Module:
-    """MobileNet-v1-style network; ``width`` is the stem's channels (the width multiplier)."""
-    if width < 1 or stages < 1 or depth < 1 or kernel_size < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width, stages, depth, kernel_size >= 1 and 0 <= dropout < 1")
-    return MobileNet(input_shape, num_classes, width, stages, depth, kernel_size, dropout, norm, activation, head)

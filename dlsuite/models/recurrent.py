@@ -1,22 +1,27 @@
 """Recurrent classifiers: ``rnn`` (Elman), ``lstm`` and ``gru``, uni- or bidirectional, stacked.
 
-A ``(C, L)`` sequence is read as L steps of C features; a ``(C, H, W)`` image as H steps (rows) of
-C*W features. The head reads the ``last`` hidden state (both directions when bidirectional), the
-mean of all outputs (``gap``), or every output ``flatten``-ed: the MNIST-1D paper's GRU (bidirectional,
-6 hidden units, flatten head) reached 91% that way. The LSTM's forget-gate bias starts at
-``forget_bias`` (1.0; Jozefowicz et al., 2015) so that early gradients are not forgotten; it is set
-in ``after_init``, which the shared initialiser calls after any ``model.init`` scheme.
+The three share one class; each registered name is a subclass that fixes the cell (and adds the
+knob only it has). A ``(C, L)`` sequence is read as L steps of C features; a ``(C, H, W)`` image as
+H steps (rows) of C*W features. The head reads the ``last`` hidden state (both directions when
+bidirectional), the mean of all outputs (``gap``), or every output ``flatten``-ed: the MNIST-1D
+paper's GRU (bidirectional, 6 units, flatten head: the ``mnist1d_gru`` preset) reached 91% that way.
+The LSTM's forget-gate bias starts at ``forget_bias`` (1.0; Jozefowicz et al., 2015) so that early
+gradients are not forgotten; it is set in ``after_init``, which the shared initialiser calls after
+any ``model.init`` scheme.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from dlsuite.models.api import register_model
-from dlsuite.models.common import check_choice, spatial_dims
+from dlsuite.models.api import register_model, register_preset
+from dlsuite.models.common import spatial_dims
+from dlsuite.models.knobs import ACTIVATION, HEAD, Bidirectional, Depth, Dropout, Knob, Width
+
+RecurrentHead = Annotated[str, HEAD.where(choices=("last", "gap", "flatten"))]
 
 _CELLS: dict[str, Any] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -24,37 +29,37 @@ _CELLS: dict[str, Any] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class RecurrentClassifier(nn.Module):
     """``cell`` over the sequence -> dropout -> linear head on last state / mean / all outputs."""
 
+    cell = "gru"
+    forget_bias = 0.0
+
     def __init__(
         self,
-        cell: str,
         input_shape: tuple[int, ...],
         num_classes: int,
-        hidden: int,
-        depth: int,
-        bidirectional: bool,
-        dropout: float,
-        head: str,
-        activation: str = "tanh",
-        forget_bias: float = 0.0,
+        *,
+        width: Width = 64,
+        depth: Depth = 1,
+        bidirectional: Bidirectional = False,
+        dropout: Dropout = 0.0,
+        head: RecurrentHead = "last",
+        **cell_options: Any,  # the subclasses' cell arguments (not knobs: a subclass declares its own)
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
         steps = input_shape[1]
         features = input_shape[0] if dims == 1 else input_shape[0] * input_shape[2]
-        extra = {"nonlinearity": activation} if cell == "rnn" else {}
-        self.rnn = _CELLS[cell](
+        self.rnn = _CELLS[self.cell](
             features,
-            hidden,
+            width,
             num_layers=depth,
             batch_first=True,
             bidirectional=bidirectional,
             dropout=dropout if depth > 1 else 0.0,
-            **extra,
+            **cell_options,
         )
         self.head_kind = head
-        self.forget_bias = forget_bias
         self.directions = 2 if bidirectional else 1
-        out = hidden * self.directions * (steps if head == "flatten" else 1)
+        out = width * self.directions * (steps if head == "flatten" else 1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(out, num_classes)
         self.after_init()
@@ -87,62 +92,53 @@ class RecurrentClassifier(nn.Module):
                 p[h : 2 * h].zero_()  # the two biases add up; keep their sum at forget_bias
 
 
-def _check(hidden: int, depth: int, dropout: float, head: str) -> None:
-    check_choice("head", head, ("last", "gap", "flatten"))
-    if hidden < 1 or depth < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need hidden >= 1, depth >= 1, 0 <= dropout < 1")
+@register_model("gru")
+class GRU(RecurrentClassifier):
+    """GRU classifier; the MNIST-1D paper's is the ``mnist1d_gru`` preset."""
+
+    cell = "gru"
 
 
 @register_model("rnn")
-def rnn(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    hidden: int = 64,
-    depth: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    head: str = "last",
-    activation: str = "tanh",
-) -> nn.Module:
+class RNN(RecurrentClassifier):
     """Elman RNN; ``activation`` is ``tanh`` or ``relu`` (the two torch's RNN offers)."""
-    _check(hidden, depth, dropout, head)
-    check_choice("activation", activation, ("tanh", "relu"))
-    return RecurrentClassifier(
-        "rnn", input_shape, num_classes, hidden, depth, bidirectional, dropout, head, activation=activation
-    )
+
+    cell = "rnn"
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        activation: Annotated[str, ACTIVATION.where(choices=("tanh", "relu"))] = "tanh",
+        **knobs: Any,
+    ) -> None:
+        super().__init__(input_shape, num_classes, nonlinearity=activation, **knobs)
 
 
 @register_model("lstm")
-def lstm(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    hidden: int = 64,
-    depth: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    head: str = "last",
-    forget_bias: float = 1.0,
-) -> nn.Module:
+class LSTM(RecurrentClassifier):
     """LSTM with the forget-gate bias initialised to ``forget_bias``."""
-    _check(hidden, depth, dropout, head)
-    return RecurrentClassifier(
-        "lstm", input_shape, num_classes, hidden, depth, bidirectional, dropout, head, forget_bias=forget_bias
-    )
+
+    cell = "lstm"
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        forget_bias: Annotated[float, Knob("initial forget-gate bias of the LSTM")] = 1.0,
+        **knobs: Any,
+    ) -> None:
+        self.forget_bias = forget_bias  # a plain float, read by after_init during the base __init__
+        super().__init__(input_shape, num_classes, **knobs)
 
 
-@register_model("gru")
-def gru(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    hidden: int = 64,
-    depth: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    head: str = "last",
-) -> nn.Module:
-    """GRU; the MNIST-1D paper's: ``hidden: 6, bidirectional: true, head: flatten``."""
-    _check(hidden, depth, dropout, head)
-    return RecurrentClassifier("gru", input_shape, num_classes, hidden, depth, bidirectional, dropout, head)
+mnist1d_gru = register_preset(
+    "mnist1d_gru",
+    "gru",
+    "The MNIST-1D paper's GRU: bidirectional, 6 units, a linear head on every step's output (91%).",
+    width=6,
+    bidirectional=True,
+    head="flatten",
+)

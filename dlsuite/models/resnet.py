@@ -2,7 +2,8 @@
 
 ``shortcut: false`` removes the identity path and leaves the same stack as a plain network, so a
 study over ``depth`` with and without shortcuts shows the degradation problem the shortcut solves.
-Blocks accept an optional channel-attention module (``senet.py`` passes squeeze-and-excitation).
+Blocks accept an optional channel-attention module: ``ResNet.channel_attention`` gives none, and
+``senet.py``'s subclass gives squeeze-and-excitation.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, check_choice, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.knobs import Activation, Block, Depth, Dropout, Head, Norm, Shortcut, Stages, Width
 
-Attention = Callable[[int], nn.Module]
+Attention = Callable[[int], nn.Module | None]
 
 
 class BasicBlock(nn.Module):
@@ -33,7 +35,7 @@ class BasicBlock(nn.Module):
         norm: str,
         activation: str,
         shortcut: bool,
-        attention: Attention | None,
+        attention: Attention,
     ) -> None:
         super().__init__()
         out_ch = ch * self.expansion
@@ -41,7 +43,8 @@ class BasicBlock(nn.Module):
             conv_norm_act(dims, in_ch, ch, 3, stride=stride, norm=norm, activation=activation),
             conv_norm_act(dims, ch, out_ch, 3, norm=norm, activation=None),
         )
-        self.attention = attention(out_ch) if attention is not None else nn.Identity()
+        gate = attention(out_ch)
+        self.attention = gate if gate is not None else nn.Identity()
         self.shortcut = _shortcut(dims, in_ch, out_ch, stride, norm) if shortcut else None
         self.act = layers.activation(activation)
 
@@ -66,7 +69,7 @@ class Bottleneck(BasicBlock):
         norm: str,
         activation: str,
         shortcut: bool,
-        attention: Attention | None,
+        attention: Attention,
     ) -> None:
         super().__init__(dims, in_ch, ch, stride, norm, activation, shortcut, attention)
         self.body = nn.Sequential(
@@ -83,23 +86,27 @@ def _shortcut(dims: int, in_ch: int, out_ch: int, stride: int, norm: str) -> nn.
     return conv_norm_act(dims, in_ch, out_ch, 1, stride=stride, norm=norm, activation=None)
 
 
+@register_model("resnet")
 class ResNet(nn.Module):
-    """Stem 3x3 conv -> ``stages`` stages of ``depth`` blocks (width doubles, stride 2 per stage) -> head."""
+    """Stem 3x3 conv -> ``stages`` stages of ``depth`` blocks (width doubles, stride 2 per stage) -> head.
+
+    The defaults (3 stages x 2 basic blocks) are the CIFAR ResNet-14 shape.
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        stages: int,
-        depth: int,
-        block: str,
-        shortcut: bool,
-        dropout: float,
-        norm: str,
-        activation: str,
-        head: str,
-        attention: Attention | None = None,
+        *,
+        width: Width = 16,
+        stages: Stages = 3,
+        depth: Depth = 2,
+        block: Block = "basic",
+        shortcut: Shortcut = True,
+        dropout: Dropout = 0.0,
+        norm: Norm = "batch",
+        activation: Activation = "relu",
+        head: Head = "gap",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -109,37 +116,16 @@ class ResNet(nn.Module):
         for s in range(stages):
             for b in range(depth):
                 stride = 2 if s > 0 and b == 0 else 1
-                mods.append(block_cls(dims, in_ch, width * 2**s, stride, norm, activation, shortcut, attention))
+                mods.append(
+                    block_cls(dims, in_ch, width * 2**s, stride, norm, activation, shortcut, self.channel_attention)
+                )
                 in_ch = width * 2**s * block_cls.expansion
         self.features = nn.Sequential(*mods)
-        self.head = Head(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
+        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S/2^(stages-1)) -> (B, classes)
 
-
-def check_resnet_knobs(width: int, stages: int, depth: int, block: str, dropout: float) -> None:
-    """ValueError for resnet-family knobs out of range (shared with ``senet``)."""
-    check_choice("block", block, ("basic", "bottleneck"))
-    if width < 1 or stages < 1 or depth < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width, stages, depth >= 1 and 0 <= dropout < 1")
-
-
-@register_model("resnet")
-def resnet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    stages: int = 3,
-    depth: int = 2,
-    block: str = "basic",
-    shortcut: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    head: str = "gap",
-) -> nn.Module:
-    """ResNet with ``stages`` x ``depth`` ``block`` blocks (3 x 2 basic = the CIFAR ResNet-14 shape)."""
-    check_resnet_knobs(width, stages, depth, block, dropout)
-    return ResNet(input_shape, num_classes, width, stages, depth, block, shortcut, dropout, norm, activation, head)
+    def channel_attention(self, channels: int) -> nn.Module | None:
+        """The attention module inside each block of ``channels`` outputs: none in a plain ResNet."""
+        return None

@@ -6,11 +6,14 @@ Squeeze: global average pool to one value per channel. Excite: a two-layer bottl
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import torch
 from torch import nn
 
 from dlsuite.models.api import register_model
-from dlsuite.models.resnet import ResNet, check_resnet_knobs
+from dlsuite.models.knobs import Knob
+from dlsuite.models.resnet import ResNet
 
 
 class SqueezeExcite(nn.Module):
@@ -28,36 +31,20 @@ class SqueezeExcite(nn.Module):
 
 
 @register_model("senet")
-def senet(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    stages: int = 3,
-    depth: int = 2,
-    block: str = "basic",
-    reduction: int = 8,
-    shortcut: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    head: str = "gap",
-) -> nn.Module:
-    """SE-ResNet: the ``resnet`` family with a squeeze-and-excitation gate in every block."""
-    check_resnet_knobs(width, stages, depth, block, dropout)
-    if reduction < 1:
-        raise ValueError("need reduction >= 1")
-    return ResNet(
-        input_shape,
-        num_classes,
-        width,
-        stages,
-        depth,
-        block,
-        shortcut,
-        dropout,
-        norm,
-        activation,
-        head,
-        attention=lambda ch: SqueezeExcite(ch, reduction),
-    )
+class SENet(ResNet):
+    """SE-ResNet: the ``resnet`` family (every knob of it) with a squeeze-and-excitation gate in every block."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        reduction: Annotated[int, Knob("how much narrower the excitation MLP is than the block", ge=1)] = 8,
+        **knobs: Any,
+    ) -> None:
+        self.reduction = reduction  # a plain int, read by channel_attention during ResNet's __init__
+        super().__init__(input_shape, num_classes, **knobs)
+
+    def channel_attention(self, channels: int) -> nn.Module:
+        """Squeeze-and-excitation of the block's ``channels`` outputs."""
+        return SqueezeExcite(channels, self.reduction)

@@ -12,11 +12,13 @@ Given the target (training), the decoder is teacher-forced; without it, it decod
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from dlsuite.models.api import register_model
-from dlsuite.models.common import check_choice
+from dlsuite.models.knobs import Bidirectional, Dropout, Knob, Width
 
 
 class Attention(nn.Module):
@@ -40,20 +42,27 @@ class Attention(nn.Module):
         return torch.einsum("bl,blh->bh", weights, k), weights  # (B, H), (B, L)
 
 
+@register_model("attention_seq2seq", inputs=("tokens",))
 class AttentionSeq2Seq(nn.Module):
-    """Embedding + GRU encoder -> GRU-cell decoder with attention -> per-step token logits."""
+    """Embedding + GRU encoder -> GRU-cell decoder with attention -> per-step token logits.
+
+    Takes ``(L,)`` token inputs over a vocabulary of ``num_classes``; ``out_len`` 0 = input length.
+    """
 
     def __init__(
         self,
-        vocab: int,
-        embed: int,
-        hidden: int,
-        bidirectional: bool,
-        attention: str,
-        dropout: float,
-        out_len: int,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        embed: Annotated[int, Knob("token embedding size", ge=1)] = 32,
+        width: Width = 64,
+        bidirectional: Bidirectional = True,
+        attention: Annotated[str, Knob("attention score", choices=("additive", "dot", "none"))] = "additive",
+        dropout: Dropout = 0.0,
+        out_len: Annotated[int, Knob("tokens to decode without a target (0: the input's length)", ge=0)] = 0,
     ) -> None:
         super().__init__()
+        vocab, hidden = num_classes, width
         self.vocab = vocab
         self.out_len = out_len
         self.src_embed = nn.Embedding(vocab, embed)
@@ -90,22 +99,3 @@ class AttentionSeq2Seq(nn.Module):
             prev = tgt[:, t] if tgt is not None else step.argmax(-1)
         self.last_attention = torch.stack(attn, 1).detach() if attn else None
         return torch.stack(logits, 1)  # (B, T, vocab)
-
-
-@register_model("attention_seq2seq", inputs=("tokens",))
-def attention_seq2seq(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    embed: int = 32,
-    hidden: int = 64,
-    bidirectional: bool = True,
-    attention: str = "additive",
-    dropout: float = 0.0,
-    out_len: int = 0,
-) -> nn.Module:
-    """Seq2seq on ``(L,)`` token inputs over a vocabulary of ``num_classes``; ``out_len`` 0 = input length."""
-    check_choice("attention", attention, ("additive", "dot", "none"))
-    if embed < 1 or hidden < 1 or out_len < 0 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need embed, hidden >= 1, out_len >= 0, 0 <= dropout < 1")
-    return AttentionSeq2Seq(num_classes, embed, hidden, bidirectional, attention, dropout, out_len)

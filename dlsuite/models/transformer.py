@@ -9,33 +9,42 @@ self-attention and an MLP. The head reads a learned ``cls`` token or the mean of
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import check_choice, spatial_dims
+from dlsuite.models.common import spatial_dims
+from dlsuite.models.knobs import HEAD, Activation, Depth, Dropout, Knob, Width
 
 
+@register_model("transformer")
 class TransformerClassifier(nn.Module):
-    """patch embedding + positions [+ cls token] -> ``depth`` encoder layers -> layer norm -> linear."""
+    """patch embedding + positions [+ cls token] -> ``depth`` encoder layers -> layer norm -> linear.
+
+    ``width`` must be divisible by ``heads``, and ``patch`` must divide the input's spatial sizes.
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        depth: int,
-        heads: int,
-        mlp_ratio: float,
-        patch: int,
-        dropout: float,
-        activation: str,
-        head: str,
+        *,
+        width: Width = 64,
+        depth: Depth = 2,
+        heads: Annotated[int, Knob("attention heads", ge=1, divides="width")] = 4,
+        mlp_ratio: Annotated[float, Knob("MLP width relative to the token width", gt=0)] = 2.0,
+        patch: Annotated[int, Knob("patch size in steps (or pixels per side)", ge=1)] = 4,
+        dropout: Dropout = 0.0,
+        activation: Activation = "gelu",
+        head: Annotated[str, HEAD.where(choices=("cls", "gap"))] = "cls",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         if any(s % patch for s in input_shape[1:]):
             raise ValueError(f"patch={patch} must divide the input's spatial sizes {tuple(input_shape[1:])}")
         self.embed = layers.conv(dims)(input_shape[0], width, patch, stride=patch)
@@ -62,26 +71,3 @@ class TransformerClassifier(nn.Module):
         t = self.norm(self.encoder(t + self.pos))
         z = t[:, 0] if self.cls is not None else t.mean(1)  # (B, width)
         return self.head(z)  # (B, classes)
-
-
-@register_model("transformer")
-def transformer(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 64,
-    depth: int = 2,
-    heads: int = 4,
-    mlp_ratio: float = 2.0,
-    patch: int = 4,
-    dropout: float = 0.0,
-    activation: str = "gelu",
-    head: str = "cls",
-) -> nn.Module:
-    """Transformer encoder classifier; ``width`` must be divisible by ``heads``."""
-    check_choice("head", head, ("cls", "gap"))
-    if width < 1 or depth < 1 or heads < 1 or width % heads or patch < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width divisible by heads, depth, patch >= 1, 0 <= dropout < 1")
-    return TransformerClassifier(
-        input_shape, num_classes, width, depth, heads, mlp_ratio, patch, dropout, activation, head
-    )

@@ -7,30 +7,35 @@ plain stacks train at all; ``norm: none`` with ``depth`` raised shows why.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import Head, can_pool, check_choice, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.common import ClassifierHead, can_pool, conv_norm_act, output_shape, spatial_dims
+from dlsuite.models.knobs import HIDDEN, Activation, Depth, Dropout, Head, Norm, Pool, Stages, Width
 
 
+@register_model("vgg")
 class VGG(nn.Module):
-    """``stages`` x (``depth`` x conv3x3-norm-act, then pool) -> head."""
+    """``stages`` x (``depth`` x conv3x3-norm-act, then pool) -> head; ``hidden`` > 0 adds VGG's two fc layers."""
 
     def __init__(
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        width: int,
-        stages: int,
-        depth: int,
-        hidden: int,
-        dropout: float,
-        norm: str,
-        activation: str,
-        pool: str,
-        head: str,
+        *,
+        width: Width = 16,
+        stages: Stages = 3,
+        depth: Depth = 2,
+        hidden: Annotated[int, HIDDEN.where(ge=0)] = 0,
+        dropout: Dropout = 0.0,
+        norm: Norm = "batch",
+        activation: Activation = "relu",
+        pool: Pool = "max",
+        head: Head = "flatten",
     ) -> None:
         super().__init__()
         dims = spatial_dims(input_shape)
@@ -46,29 +51,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*mods)
         feat = output_shape(self.features, input_shape)
         fc = (hidden, hidden) if hidden else ()
-        self.head = Head(head, feat, num_classes, dropout=dropout, hidden=fc, activation=activation)
+        self.head = ClassifierHead(head, feat, num_classes, dropout=dropout, hidden=fc, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S/2^stages) -> (B, classes)
-
-
-@register_model("vgg")
-def vgg(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    width: int = 16,
-    stages: int = 3,
-    depth: int = 2,
-    hidden: int = 0,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    activation: str = "relu",
-    pool: str = "max",
-    head: str = "flatten",
-) -> nn.Module:
-    """VGG with ``stages`` stages of ``depth`` 3x3 convs; ``hidden`` > 0 adds VGG's two fc layers."""
-    check_choice("pool", pool, ("max", "avg"))
-    if width < 1 or stages < 1 or depth < 1 or hidden < 0 or not 0.0 <= dropout < 1.0:
-        raise ValueError("need width, stages, depth >= 1, hidden >= 0, 0 <= dropout < 1")
-    return VGG(input_shape, num_classes, width, stages, depth, hidden, dropout, norm, activation, pool, head)

@@ -40,7 +40,9 @@ STILL_IMPROVING = 0.05
 VANISHING_RATIO = 1e-2
 EXPLODING_NORM = 1e3
 DEAD_OR_SATURATED = 0.5
-CAPACITY_KNOBS = ("width", "channels", "hidden_size", "hidden", "base_channels", "embed_dim", "dim", "growth_rate")
+#: Model knobs that scale capacity, first match wins (docs/models.md: ``width`` in every family but
+#: DenseNet, whose size is its ``growth_rate``); a test checks them against the registry.
+CAPACITY_KNOBS = ("width", "growth_rate")
 EPOCH_KEYS = ("train_acc", "val_acc", "train_loss", "val_loss")
 
 
@@ -212,6 +214,8 @@ def _knobs(cfg: RunConfig) -> dict[str, Any]:
 
 def _capacity(cfg: RunConfig) -> tuple[str, int] | None:
     knobs = _knobs(cfg)
+    if knobs.get("depth") == 0:  # an MLP without hidden layers (``linear``): its width does nothing
+        return None
     for k in CAPACITY_KNOBS:
         if isinstance(knobs.get(k), int) and not isinstance(knobs.get(k), bool):
             return k, int(knobs[k])
