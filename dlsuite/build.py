@@ -150,18 +150,13 @@ def _check_monitor(key: str, metric: str, mode: str, task: str) -> None:
 
 
 def _check_optim(cfg: RunConfig) -> None:
-    from torch import nn
+    from dlsuite.techniques.optim import check_schedule, optimizer_kwargs
 
-    from dlsuite.techniques.optim import SCHEDULERS, create_optimizer, create_scheduler
-
-    SCHEDULERS.check(cfg.optim.schedule.name, what="schedule")
-    # Build both over a 2x2 probe: options passed through (optim.args) are checked by the class itself,
-    # here rather than when the run has started. Microseconds, torch only.
-    try:
-        opt = create_optimizer(nn.Linear(2, 2), cfg.optim)
-        create_scheduler(opt, cfg.optim.schedule, cfg.trainer.max_epochs, 10)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"optimizer {cfg.optim.name!r} refuses these settings: {exc}") from None
+    # Checked against the optimiser's signature, not by building one: constructing a torch optimiser
+    # imports torch._dynamo (seconds). Values of optim.args are checked by the optimiser when it is
+    # built, which is still before anything is written.
+    optimizer_kwargs(cfg.optim)
+    check_schedule(cfg.optim.schedule)
 
 
 def _check_techniques(cfg: RunConfig) -> None:
@@ -230,7 +225,12 @@ def build_run(cfg: RunConfig) -> RunParts:
     model = create_model(cfg.model.name, dm.input_shape, dm.num_classes, **cfg.model.knobs)
     apply_init(model, cfg.model.init, cfg.model.init_std)
     prepare_model(model, cfg.trainer)  # channels_last / torch.compile, in place
-    task = create_task(cfg.task.name, model, components(cfg, dm.input_shape), dm.num_classes, dm.input_shape)
+    parts = components(cfg, dm.input_shape)
+    try:  # options passed through to the optimiser (optim.args) are checked by it, before anything is written
+        parts.optimizer(model)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer {cfg.optim.name!r} refuses these settings: {exc}") from None
+    task = create_task(cfg.task.name, model, parts, dm.num_classes, dm.input_shape)
     return RunParts(dm, model, task)
 
 

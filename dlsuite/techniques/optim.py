@@ -192,16 +192,22 @@ class WarmupPlateau(sched.ReduceLROnPlateau):
         super().step(metrics)
 
 
-def create_scheduler(
-    opt: torch.optim.Optimizer, c: ScheduleConfig, max_epochs: int, steps_per_epoch: int
-) -> dict[str, Any]:
-    """A Lightning ``lr_scheduler`` dict for the configured schedule, with optional linear warmup."""
-    main, interval = SCHEDULERS.get(c.name, what="schedule")(opt, c, max_epochs, steps_per_epoch)
+def check_schedule(c: ScheduleConfig) -> None:
+    """Refuse an unknown schedule and settings that do not combine with it."""
+    SCHEDULERS.check(c.name, what="schedule")
     if c.warmup_epochs and c.name == "onecycle":
         raise ConfigError(
             "optim.schedule.warmup_epochs does not combine with 'onecycle', which warms up by itself "
             "(its first 30% of steps)"
         )
+
+
+def create_scheduler(
+    opt: torch.optim.Optimizer, c: ScheduleConfig, max_epochs: int, steps_per_epoch: int
+) -> dict[str, Any]:
+    """A Lightning ``lr_scheduler`` dict for the configured schedule, with optional linear warmup."""
+    check_schedule(c)
+    main, interval = SCHEDULERS.get(c.name, what="schedule")(opt, c, max_epochs, steps_per_epoch)
     if c.warmup_epochs and c.name == "plateau":
         main = WarmupPlateau(opt, c)
     elif c.warmup_epochs:
