@@ -15,7 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
-from dlsuite.hpo.storage import open_storage, resolve_storage
+from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
+from dlsuite.paths import safe_segment
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class Report:
 def load(name: str, storage: str | None = None) -> optuna.Study:
     """Load study ``name`` or raise a DlsuiteError listing the studies in the storage."""
     url = resolve_storage(storage)
+    if is_journal(url) and not Path(url).is_file():  # opening it would create it
+        raise DlsuiteError(f"no study {name!r}: no study storage at {url} yet (run a study first, or pass --storage)")
     st = open_storage(url)
     names = optuna.study.get_all_study_names(st)
     if name not in names:
@@ -210,9 +213,13 @@ def write_report(
     tracking_uri: str | None = None,
 ) -> Report:
     """Write ``report.md`` and the plots to ``out`` (default ``mlruns/reports/NAME``) and attach them
-    to the study's MLflow parent run under ``report/``."""
+    to the study's MLflow parent run under ``report/``.
+
+    A study name that is not a plain folder name is refused before anything is read or written
+    (studies stored by older versions may have one): pass ``out`` to report such a study elsewhere.
+    """
+    out_dir = Path(out) if out else Path("mlruns") / "reports" / safe_segment(name, "study name")
     study = load(name, storage)
-    out_dir = Path(out) if out else Path("mlruns") / "reports" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     text = render(study)
     files, skipped = _plots(study, out_dir)
@@ -270,7 +277,7 @@ def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     """One row per study in the storage: name, type, trials by state, best value."""
     url = resolve_storage(storage)
-    if "://" not in url and not Path(url).is_file():
+    if is_journal(url) and not Path(url).is_file():
         return []
     st = open_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
