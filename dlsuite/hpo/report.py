@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
 from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
+from dlsuite.hpo.trials import RETRIED, STATES, retried_numbers, state_counts
 from dlsuite.paths import safe_segment
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     """Header and rows: number, state, values, params, seconds, MLflow run, reason."""
     metrics = study.user_attrs.get("dlsuite.metrics") or [f"value{i}" for i in range(len(study.directions))]
     keys = sorted({k for t in study.trials for k in t.params})
+    retried = retried_numbers(study.trials)
     rows = []
     for t in study.trials:
         vals = t.values or [None] * len(metrics)
@@ -67,7 +69,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 str(t.number),
-                t.state.name,
+                RETRIED if t.number in retried else t.state.name,
                 *(_fmt(v) if v is not None else "-" for v in vals),
                 *(_fmt(t.params[k]) if k in t.params else "-" for k in keys),
                 _fmt(secs) if secs is not None else "-",
@@ -99,15 +101,13 @@ def render(study: optuna.Study) -> str:
     """The report's text."""
     kind = study.user_attrs.get("dlsuite.type", "search")
     metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
-    counts: dict[str, int] = {}
-    for t in study.trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = state_counts(study.trials)
     dirs = [d.name.lower() for d in study.directions]
     lines = [
         f"# Study {study.study_name} ({kind})",
         "",
         f"objectives: {', '.join(f'{m} ({d})' for m, d in zip(metrics, dirs))}",
-        f"trials: {len(study.trials)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})",
+        f"trials: {len(study.trials)} ({', '.join(f'{k} {counts[k]}' for k in STATES if k in counts)})",
         "",
     ]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -258,7 +258,10 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
-    ms = [Metric(f"trials_{s.name.lower()}", float(n), ts, 0) for s, n in _state_counts(study).items()]
+    ms = [
+        Metric(f"trials_{s.lower()}", float(n), ts, 0)
+        for s, n in state_counts(study.get_trials(deepcopy=False)).items()
+    ]
     metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in study.trials):
         if study.user_attrs.get("dlsuite.type") != "compare":
@@ -267,15 +270,9 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     client.log_batch(parent, metrics=ms)
 
 
-def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
-    out: dict[TrialState, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state] = out.get(t.state, 0) + 1
-    return out
-
-
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
-    """One row per study in the storage: name, type, trials by state, best value."""
+    """One row per study in the storage: name, type, trials by state (re-queued crashed trials as
+    ``retried``, apart from ``FAIL``), best value."""
     url = resolve_storage(storage)
     if is_journal(url) and not Path(url).is_file():
         return []
@@ -284,7 +281,7 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for name in sorted(optuna.study.get_all_study_names(st)):
         study = optuna.load_study(study_name=name, storage=st)
-        counts = {s.name: n for s, n in _state_counts(study).items()}
+        counts = state_counts(study.get_trials(deepcopy=False))
         best: FrozenTrial | None = None
         if len(study.directions) == 1 and counts.get("COMPLETE"):
             best = study.best_trial
@@ -293,7 +290,7 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
                 "name": name,
                 "type": study.user_attrs.get("dlsuite.type", "?"),
                 "trials": len(study.trials),
-                **{s: counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
+                **{s: counts.get(s, 0) for s in STATES},
                 "best": best.value if best is not None else None,
             }
         )
