@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import shutil
 import sqlite3
+import time
 import traceback
 from pathlib import Path
 
@@ -87,11 +89,16 @@ def test_three_train_commands_at_once_on_a_fresh_folder(tmp_path: Path, data_cac
     assert _finished(uri, "t") == ["FINISHED"] * 4
 
 
-def _half_created(folder: Path) -> Path:
-    """A store left as a racing creation left one: an older schema version and alembic's temporary table."""
-    complete = folder / "complete.db"
-    mlflow.MlflowClient(f"sqlite:///{complete}")
-    db = folder / "mlruns" / "mlflow.db"  # a copy, never opened by this process (MLflow caches open stores)
+def _complete_store(folder: Path) -> Path:
+    db = folder / "complete.db"
+    mlflow.MlflowClient(f"sqlite:///{db}")
+    return db
+
+
+def _half_created(complete: Path, folder: Path) -> Path:
+    """A copy of a complete store, broken as a racing creation left one: an older schema version and
+    alembic's temporary table. A copy, never opened by this process (MLflow caches open stores)."""
+    db = folder / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True)
     shutil.copy(complete, db)
     con = sqlite3.connect(db)
@@ -99,15 +106,18 @@ def _half_created(folder: Path) -> Path:
     con.execute("CREATE TABLE _alembic_tmp_latest_metrics (key VARCHAR(250))")
     con.commit()
     con.close()
+    old = time.time() - 3600  # left by a crash an hour ago, not being created right now
+    os.utime(db, (old, old))
     return db
 
 
 def test_half_created_store_without_runs_is_moved_aside_and_created_again(tmp_path: Path) -> None:
-    witness = _half_created(tmp_path / "plain")
+    complete = _complete_store(tmp_path)
+    witness = _half_created(complete, tmp_path / "plain")
     with pytest.raises(Exception, match=r"already exists|out-of-date|revision"):
         mlflow.MlflowClient(f"sqlite:///{witness}")  # MLflow alone cannot open it
 
-    db = _half_created(tmp_path / "suite")
+    db = _half_created(complete, tmp_path / "suite")
     uri = f"sqlite:///{db}"
     with TrackedRun(uri, "after", "r"):
         pass

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SETTLE_S = 20.0  # a half-created store written to this recently may still be being created
 _READY: set[str] = set()  # SQLite stores this process has opened under the lock (MLflow caches the store)
 
 
@@ -104,7 +105,12 @@ def _open_sqlite(uri: str, db: Path) -> MlflowClient:
     import mlflow
 
     state = inspect_sqlite(db)
-    if state.half_created and not state.runs and not state.unreadable:
+    while _repairable(state) and _seconds_since_written(db) < SETTLE_S:
+        # Maybe being created right now by a process outside this lock (``mlflow server``, a script):
+        # wait until it is complete or has stopped changing.
+        time.sleep(1.0)
+        state = inspect_sqlite(db)
+    if _repairable(state):
         # Before MLflow opens it: MLflow keeps one engine per URI, whose pooled connections would
         # otherwise stay on the moved file.
         aside = move_aside(db)
@@ -124,6 +130,17 @@ def _open_sqlite(uri: str, db: Path) -> MlflowClient:
             f"the MLflow store {db} cannot be opened ({error}); it {held} and is left as it is: back it up, "
             f"then run `mlflow db upgrade {uri}`, or move it aside to start a new store there"
         ) from None
+
+
+def _repairable(state: SqliteState) -> bool:
+    """Whether moving the store aside loses nothing: creation unfinished and no run recorded."""
+    return state.half_created and not state.runs and not state.unreadable
+
+
+def _seconds_since_written(db: Path) -> float:
+    """Seconds since the database or its journal last changed."""
+    times = [p.stat().st_mtime for p in (db, Path(f"{db}-journal"), Path(f"{db}-wal")) if p.exists()]
+    return time.time() - max(times) if times else float("inf")
 
 
 @dataclass
