@@ -10,7 +10,8 @@ two or three processes started at once on a fresh folder raced there (alembic ``
 half-created for good. :func:`client` therefore opens a SQLite store for the first time in a process
 while holding an exclusive lock on ``<db>.lock`` beside the database: the first process creates the
 tables, the others wait and then find them. A half-created store that holds no run is moved aside
-(``<db>.broken-<time>``) and created again; one that holds runs is refused with what to do.
+(``<db>.broken-<time>``) and created again; one that holds runs and that MLflow cannot open (an
+interrupted migration, another MLflow version's schema) is refused with what to do.
 """
 
 from __future__ import annotations
@@ -125,11 +126,16 @@ def _open_sqlite(uri: str, db: Path) -> MlflowClient:
     except Exception as exc:  # noqa: BLE001  MLflow, alembic and SQLAlchemy raise their own types
         lines = str(exc).strip().splitlines()
         error = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-        held = "is not a SQLite database" if state.unreadable else f"holds {state.runs} run(s)"
-        raise DlsuiteError(
-            f"the MLflow store {db} cannot be opened ({error}); it {held} and is left as it is: back it up, "
-            f"then run `mlflow db upgrade {uri}`, or move it aside to start a new store there"
-        ) from None
+        if state.unreadable:
+            todo = "it is not a SQLite database: move it aside to start a new store there"
+        elif state.half_created:
+            todo = (
+                f"it holds {state.runs} run(s) and is left as it is: back it up, then run "
+                f"`mlflow db upgrade {uri}`, or move it aside to start a new store there"
+            )
+        else:
+            todo = "check that its folder is writable and has space"
+        raise DlsuiteError(f"the MLflow store {db} cannot be opened ({error}); {todo}") from None
 
 
 def _repairable(state: SqliteState) -> bool:
