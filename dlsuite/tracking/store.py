@@ -76,7 +76,11 @@ def store_lock(db: Path) -> Iterator[None]:
     opens the store through :func:`client` and so through this one lock.
     """
     db.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{db}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fd = os.open(f"{db}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except PermissionError:  # a read-only folder: nothing can be created there, so nothing to serialise
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
