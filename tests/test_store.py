@@ -8,6 +8,8 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -51,20 +53,20 @@ def test_processes_started_at_once_on_a_fresh_folder_share_one_store(tmp_path: P
     # Without the lock in store.client this failed in most repetitions (alembic CommandError,
     # "table _alembic_tmp_latest_metrics already exists") and left some databases unusable.
     ctx = multiprocessing.get_context("fork")
-    failures = []
     for rep in range(REPETITIONS):
         folder = tmp_path / f"rep{rep}"
+        folder.mkdir()
         uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
         barrier = ctx.Barrier(PROCESSES)
-        procs = [ctx.Process(target=_one_run, args=(uri, i, barrier, str(tmp_path))) for i in range(PROCESSES)]
+        procs = [ctx.Process(target=_one_run, args=(uri, i, barrier, str(folder))) for i in range(PROCESSES)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(timeout=180)
-        failures += [f"rep {rep} process {i}: exit {p.exitcode}" for i, p in enumerate(procs) if p.exitcode != 0]
-        assert _finished(uri, "race") == ["FINISHED"] * PROCESSES, f"rep {rep}"
-    errors = "\n".join(f.read_text() for f in tmp_path.glob("error-*.txt"))
-    assert not failures, f"{failures}\n{errors}"
+        codes = [p.exitcode for p in procs]
+        errors = "\n".join(f.read_text() for f in folder.glob("error-*.txt"))
+        assert codes == [0] * PROCESSES, f"repetition {rep}: exit codes {codes}\n{errors}"
+        assert _finished(uri, "race") == ["FINISHED"] * PROCESSES, f"repetition {rep}"
     with TrackedRun(f"sqlite:///{tmp_path / 'rep0' / 'mlruns' / 'mlflow.db'}", "race", "later"):
         pass  # the store is usable afterwards
     assert _finished(f"sqlite:///{tmp_path / 'rep0' / 'mlruns' / 'mlflow.db'}", "race") == ["FINISHED"] * 4
@@ -72,9 +74,6 @@ def test_processes_started_at_once_on_a_fresh_folder_share_one_store(tmp_path: P
 
 @pytest.mark.slow
 def test_three_train_commands_at_once_on_a_fresh_folder(tmp_path: Path, data_cache: Path) -> None:
-    import subprocess
-    import sys
-
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     env = cli_env(uri, data_cache)
     args = ["train", CONFIG, "--set", *TINY, "trainer.max_epochs=1", "tracking.plots=false", "tracking.experiment=t"]
