@@ -48,14 +48,19 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study_list(args: argparse.Namespace) -> int:
-    """List the studies in the storage with their trial counts by state."""
+    """List the studies in the storage with their trial counts by state.
+
+    ``retried`` counts trials whose worker died or was interrupted and whose parameters were run again
+    (FAIL in Optuna); ``FAIL`` counts only trials that failed on their own.
+    """
+    from dlsuite.hpo.trials import STATES
     from dlsuite.reports.study import _table, list_studies
 
     rows = list_studies(args.storage)
     if not rows:
         print("no studies yet")
         return 0
-    header = ["name", "type", "trials", "COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "best"]
+    header = ["name", "type", "trials", *STATES, "best"]
     cells = [[str(r[h]) if h != "best" or r[h] is None else f"{r[h]:.4g}" for h in header] for r in rows]
     print(_table(cells, header))
     return 0

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "dlsuite"
 #: name their own stage (``build``), folders theirs (``data``). ``tracking`` owns the MLflow record and
 #: imports no other stage, so everything that records (runner, studies, reports) can use it.
 LAYERS: list[set[str]] = [
-    {"errors", "yamlio", "registry", "config"},
+    {"errors", "yamlio", "registry", "config", "paths"},
     {"tracking"},
     {"data"},
     {"models"},

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dlsuite import yamlio
 from dlsuite.config import RunConfig, apply_overrides, build_config, set_dotted
 from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.paths import safe_segment
 
 Direction = Literal["maximize", "minimize"]
 RUN_SECTIONS = ("data", "model", "task", "optim", "regularization", "trainer", "tracking")
@@ -169,6 +170,25 @@ class StudySpec(_Strict):
     @classmethod
     def _name_only(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str) -> str:
+        # The study's report goes to mlruns/reports/<name>; a tuned variant's search is <name>.tune.<variant>.
+        try:
+            return safe_segment(v, "study name")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_are_folder_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        try:
+            for variant in v:
+                safe_segment(variant, "variant name")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("space", mode="before")
     @classmethod

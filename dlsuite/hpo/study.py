@@ -28,14 +28,13 @@ from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR, TrainRunner, TrialConte
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
+from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
 from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
 
-OWNER_ATTR = record.ATTR_OWNER
-REQUEUED_ATTR = record.ATTR_REQUEUED
 PARENT_ATTR = "mlflow_parent_run_id"
 STATE_TAG = record.STATE
 EXIT_CONFIG = 2
@@ -115,7 +114,7 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
     params = t.params or t.system_attrs.get("fixed_params") or {}
     if params:
         kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
-        study.enqueue_trial(params, user_attrs={record.ATTR_RETRY_OF: t.number, **kept})
+        study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
 
 
@@ -404,11 +403,8 @@ class StudyResult:
 
 
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
-    """Trials per state name."""
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
+    """Trials per state name, re-queued crashed trials under ``retried`` (see :mod:`dlsuite.hpo.trials`)."""
+    return state_counts(study.get_trials(deepcopy=False))
 
 
 def _spawn(

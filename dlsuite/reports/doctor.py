@@ -31,6 +31,7 @@ from typing import Any
 from dlsuite import yamlio
 from dlsuite.config import RunConfig, build_config
 from dlsuite.errors import ConfigError, DlsuiteError
+from dlsuite.paths import safe_segment
 
 GAP_OVERFIT = 0.10
 GAP_SMALL = 0.05
@@ -426,7 +427,7 @@ def write_remedy_study(d: Diagnosis, path: str | Path | None = None, seeds: int 
     study = remedy_study(d, seeds)
     # through the one study schema: a remedy it refuses is a bug here, not the user's problem
     validate(build_study_spec(study, f"(doctor study {study['name']})"))
-    out = Path(path) if path else Path(f"{study['name']}.yaml")
+    out = Path(path) if path else Path(f"{safe_segment(study['name'], 'study name')}.yaml")
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     head = [f"# written by `dlsuite doctor {d.run_id}` on {today}: {d.verdict}"]
     head += [f"#   - {e}" for e in d.evidence]

@@ -16,8 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
 from dlsuite.hpo.spec import StudySpec
-from dlsuite.hpo.storage import open_storage, resolve_storage
+from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
 from dlsuite.hpo.study import StudyResult
+from dlsuite.hpo.trials import RETRIED, STATES, retried_numbers, state_counts
+from dlsuite.paths import safe_segment
 from dlsuite.tracking import record
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class Report:
 def load(name: str, storage: str | None = None) -> optuna.Study:
     """Load study ``name`` or raise a DlsuiteError listing the studies in the storage."""
     url = resolve_storage(storage)
+    if is_journal(url) and not Path(url).is_file():  # opening it would create it
+        raise DlsuiteError(f"no study {name!r}: no study storage at {url} yet (run a study first, or pass --storage)")
     st = open_storage(url)
     names = optuna.study.get_all_study_names(st)
     if name not in names:
@@ -60,6 +64,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     """Header and rows: number, state, values, params, seconds, MLflow run, reason."""
     metrics = study.user_attrs.get(record.ATTR_METRICS) or [f"value{i}" for i in range(len(study.directions))]
     keys = sorted({k for t in study.trials for k in t.params})
+    retried = retried_numbers(study.trials)
     rows = []
     for t in study.trials:
         vals = t.values or [None] * len(metrics)
@@ -67,7 +72,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 str(t.number),
-                t.state.name,
+                RETRIED if t.number in retried else t.state.name,
                 *(_fmt(v) if v is not None else "-" for v in vals),
                 *(_fmt(t.params[k]) if k in t.params else "-" for k in keys),
                 _fmt(secs) if secs is not None else "-",
@@ -99,15 +104,13 @@ def render(study: optuna.Study) -> str:
     """The report's text."""
     kind = study.user_attrs.get(record.ATTR_TYPE, "search")
     metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
-    counts: dict[str, int] = {}
-    for t in study.trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = state_counts(study.trials)
     dirs = [d.name.lower() for d in study.directions]
     lines = [
         f"# Study {study.study_name} ({kind})",
         "",
         f"objectives: {', '.join(f'{m} ({d})' for m, d in zip(metrics, dirs))}",
-        f"trials: {len(study.trials)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})",
+        f"trials: {len(study.trials)} ({', '.join(f'{k} {counts[k]}' for k in STATES if k in counts)})",
         "",
     ]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -213,9 +216,13 @@ def write_report(
     tracking_uri: str | None = None,
 ) -> Report:
     """Write ``report.md`` and the plots to ``out`` (default ``mlruns/reports/NAME``) and attach them
-    to the study's MLflow parent run under ``report/``."""
+    to the study's MLflow parent run under ``report/``.
+
+    A study name that is not a plain folder name is refused before anything is read or written
+    (studies stored by older versions may have one): pass ``out`` to report such a study elsewhere.
+    """
+    out_dir = Path(out) if out else Path("mlruns") / "reports" / safe_segment(name, "study name")
     study = load(name, storage)
-    out_dir = Path(out) if out else Path("mlruns") / "reports" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     text = render(study)
     files, skipped = _plots(study, out_dir)
@@ -254,7 +261,10 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
-    ms = [Metric(f"trials_{s.name.lower()}", float(n), ts, 0) for s, n in _state_counts(study).items()]
+    ms = [
+        Metric(f"trials_{s.lower()}", float(n), ts, 0)
+        for s, n in state_counts(study.get_trials(deepcopy=False)).items()
+    ]
     metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in study.trials):
         if study.user_attrs.get(record.ATTR_TYPE) != "compare":
@@ -263,24 +273,18 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     client.log_batch(parent, metrics=ms)
 
 
-def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
-    out: dict[TrialState, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state] = out.get(t.state, 0) + 1
-    return out
-
-
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
-    """One row per study in the storage: name, type, trials by state, best value."""
+    """One row per study in the storage: name, type, trials by state (re-queued crashed trials as
+    ``retried``, apart from ``FAIL``), best value."""
     url = resolve_storage(storage)
-    if "://" not in url and not Path(url).is_file():
+    if is_journal(url) and not Path(url).is_file():
         return []
     st = open_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     for name in sorted(optuna.study.get_all_study_names(st)):
         study = optuna.load_study(study_name=name, storage=st)
-        counts = {s.name: n for s, n in _state_counts(study).items()}
+        counts = state_counts(study.get_trials(deepcopy=False))
         best: FrozenTrial | None = None
         if len(study.directions) == 1 and counts.get("COMPLETE"):
             best = study.best_trial
@@ -289,7 +293,7 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
                 "name": name,
                 "type": study.user_attrs.get(record.ATTR_TYPE, "?"),
                 "trials": len(study.trials),
-                **{s: counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
+                **{s: counts.get(s, 0) for s in STATES},
                 "best": best.value if best is not None else None,
             }
         )
