@@ -69,7 +69,7 @@ def test_study_list_shows_a_retried_crash_apart_from_a_real_failure(
     assert [t.state for t in load("soak").trials] == [TrialState.RUNNING]
 
     # Resuming recovers the dead worker's trial (FAIL, re-queued) and runs its retry, which diverges.
-    result = run_study(spec, report=False)
+    result = run_study(spec)
     trials = load("soak").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert trials[0].user_attrs[REQUEUED_ATTR] and "died" in trials[0].user_attrs["fail_reason"]
