@@ -205,7 +205,7 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
     return ax
 
 
-def write_report(
+def write_study_report(
     name: str,
     storage: str | None = None,
     out: str | Path | None = None,
@@ -300,4 +300,4 @@ def report_study(spec: StudySpec, result: StudyResult) -> Report:
     """The report of a study that has just run (``dlsuite study run`` writes it at the end)."""
     base = spec.run_config()
     attach = result.parent_run_id is not None
-    return write_report(spec.name, result.storage, attach=attach, tracking_uri=base.tracking.uri)
+    return write_study_report(spec.name, result.storage, attach=attach, tracking_uri=base.tracking.uri)
