@@ -199,11 +199,11 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
 def _variant_plot(study: optuna.Study, metric: str) -> Any:
     import matplotlib.pyplot as plt
 
-    by: dict[str, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        by.setdefault(str(t.params.get("variant")), []).append(float(t.values[0]))
-    if not by:
+    df = trials_frame(study)
+    done = df[df["state"] == "COMPLETE"]
+    if done.empty:
         raise ValueError("no COMPLETE trial")
+    by = {str(v): g[df.columns[2]].tolist() for v, g in done.groupby(done["variant"].astype(str), sort=False)}
     _fig, ax = plt.subplots(figsize=(8, 5))
     names = list(by)
     for i, n in enumerate(names):
