@@ -39,9 +39,9 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
 def cmd_study_report(args: argparse.Namespace) -> int:
     """Print a study's best trial and table; write the plots; attach them to its MLflow parent run."""
-    from dlsuite.reports.study import write_report
+    from dlsuite.reports.study import write_study_report
 
-    rep = write_report(args.name, args.storage, args.out, attach=not args.no_attach)
+    rep = write_study_report(args.name, args.storage, args.out, attach=not args.no_attach)
     print(rep.text)
     print(f"written: {', '.join(str(f) for f in rep.files)}")
     return 0

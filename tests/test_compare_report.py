@@ -1,10 +1,10 @@
-"""The comparison report end to end: real child runs in a temporary MLflow store, the table checked
-numerically against the runs' own metrics, plots and files attached to the parent run, and the CLI."""
+"""The comparison report end to end: a compare study run by the real study runner into a temporary
+MLflow store, read back by the real report; the table checked numerically against the runs' own
+metrics, plots and files attached to the parent run, and the CLI."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -13,71 +13,75 @@ from mlflow import MlflowClient
 from scipy import stats as sps
 
 from dlsuite.cli import main
+from dlsuite.hpo.spec import load_study_spec
+from dlsuite.hpo.study import run_study
 from dlsuite.reports.comparison import compare_report, format_table
-from dlsuite.runner.run import train
 from dlsuite.tracking import record
-from tests.conftest import tiny_config
 
-VARIANTS = {"none": [], "dropout": ["model.dropout=0.5"]}
-SEEDS = [0, 1]
+CNN = Path(__file__).resolve().parents[1] / "configs" / "mnist1d_cnn.yaml"
+VARIANTS = {"none": [], "dropout": ["model.dropout=0.5"], "diverges": ["optim.name=sgd", "optim.lr=1e12"]}
+SEEDS = [0, 1, 2]
+STUDY = f"""name: tinycmp
+base: {CNN}
+type: compare
+overrides: [trainer.max_epochs=1, trainer.progress_bar=false, data.batch_size=50, data.train_samples=300,
+            data.args.val_samples=200, model.channels=8, tracking.log_checkpoint=false, tracking.plots=false]
+variants:
+{chr(10).join(f"  {v}: [{', '.join(sets)}]" for v, sets in VARIANTS.items())}
+seeds: {SEEDS}
+metric: test_acc
+"""
 
 
-def _study(store: str) -> tuple[MlflowClient, str, dict[tuple[str, int], str]]:
-    """A 2-variant x 2-seed compare study as the study runner records it, plus one failed trial."""
-    from dlsuite.tracking import store as st
-
+def _study(tmp_path: Path, store: str) -> tuple[MlflowClient, str, dict[tuple[str, int], str]]:
+    """Run the compare study; return the client, the parent run and the child run of each finished pair."""
+    path = tmp_path / "tinycmp.yaml"
+    path.write_text(STUDY)
+    result = run_study(load_study_spec(path))
+    assert result.parent_run_id is not None
     c = MlflowClient(store)
-    exp = st.experiment_id(c, "cmp")
-    parent = c.create_run(
-        exp, run_name="study-tinycmp", tags={record.STUDY: "tinycmp", record.STUDY_PARENT: "true"}
-    ).info.run_id
-    c.log_param(parent, "study.space", json.dumps(VARIANTS))
-    c.log_param(parent, "study.objectives", "test_acc:maximize")
-    runs = {}
-    for v, sets in VARIANTS.items():
-        for s in SEEDS:
-            cfg = tiny_config(*sets, f"seed={s}", "trainer.max_epochs=3", "tracking.experiment=cmp")
-            cfg.tracking.log_checkpoint = False
-            res = train(cfg, parent_run_id=parent, tags={record.VARIANT: v, record.SEED: str(s)})
-            runs[(v, s)] = res.run_id
-            if v == "dropout":
-                c.log_param(res.run_id, "dlsuite.tuned.model.dropout", "0.5")
-    failed = c.create_run(exp, tags={record.PARENT: parent, record.VARIANT: "dropout", record.SEED: "2"}).info.run_id
-    c.set_terminated(failed, "FAILED")
-    return c, parent, runs
+    exp = c.get_experiment_by_name("tinycmp").experiment_id
+    kids = c.search_runs([exp], filter_string=f"tags.`{record.PARENT}` = '{result.parent_run_id}'")
+    runs = {(r.data.tags[record.VARIANT], int(r.data.tags[record.SEED])): r.info.run_id for r in kids}
+    return c, result.parent_run_id, runs
 
 
-@pytest.mark.slow  # 4 short training runs: ~15 s alone, longer on a shared 2-core CPU
+@pytest.mark.slow  # 9 one-epoch runs through the study runner (3 of them diverge at once)
 def test_report_matches_the_child_runs_and_is_attached(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    c, parent, runs = _study(store)
+    c, parent, runs = _study(tmp_path, store)
+    assert sorted(runs) == sorted((v, s) for v in VARIANTS for s in SEEDS)
 
     def metric(v: str, key: str) -> list[float]:
         return [c.get_run(runs[(v, s)]).data.metrics[key] for s in SEEDS]
 
     cmp, paths = compare_report(parent, out=tmp_path / "out")
     assert cmp.metric == "test_acc" and cmp.maximize and cmp.baseline == "none" and cmp.study == "tinycmp"
-    for v in VARIANTS:
+    n = len(SEEDS)
+    for v in ("none", "dropout"):
         row = cmp.row(v)
-        assert row.seeds == SEEDS
+        assert row.seeds == SEEDS and row.failed == 0
         acc = metric(v, "test_acc")
-        assert row.metric.mean == pytest.approx(sum(acc) / 2)
-        half = sps.t.ppf(0.975, 1) * sps.tstd(acc) / math.sqrt(2)
+        assert row.metric.mean == pytest.approx(sum(acc) / n)
+        half = sps.t.ppf(0.975, n - 1) * sps.tstd(acc) / math.sqrt(n)
         assert row.metric.half_width == pytest.approx(half)
-        assert row.best_val_acc.mean == pytest.approx(sum(metric(v, "best_val_acc")) / 2)
-        assert row.final_gap_acc.mean == pytest.approx(sum(metric(v, "final_gap_acc")) / 2)
-        assert row.best_epoch.mean == pytest.approx(sum(metric(v, "best_epoch")) / 2)
+        assert row.best_val_acc.mean == pytest.approx(sum(metric(v, "best_val_acc")) / n)
+        assert row.final_gap_acc.mean == pytest.approx(sum(metric(v, "final_gap_acc")) / n)
+        assert row.best_epoch.mean == pytest.approx(sum(metric(v, "best_epoch")) / n)
+    # the diverging variant's trials failed: counted as failed, nothing averaged, ranked last
+    bad = cmp.row("diverges")
+    assert bad.failed == n and bad.seeds == [] and math.isnan(bad.metric.mean)
+    assert cmp.rows[-1].variant == "diverges"
     drop = cmp.row("dropout")
-    assert drop.failed == 1 and drop.tuned == {"model.dropout": "0.5"}
     assert drop.vs_baseline is not None and cmp.row("none").vs_baseline is None
     diffs = [a - b for a, b in zip(metric("dropout", "test_acc"), metric("none", "test_acc"))]
-    assert drop.vs_baseline.diff.mean == pytest.approx(sum(diffs) / 2)
+    assert len(set(diffs)) > 1  # the seeds disagree, so the paired t-test is defined
+    assert drop.vs_baseline.diff.mean == pytest.approx(sum(diffs) / n)
     expected_p = sps.ttest_rel(metric("dropout", "test_acc"), metric("none", "test_acc")).pvalue
-    if math.isfinite(expected_p):
-        assert drop.vs_baseline.t_p == pytest.approx(expected_p)
-    assert drop.p_holm == pytest.approx(drop.vs_baseline.t_p)  # one test: Holm changes nothing
-    best = max(VARIANTS, key=lambda v: sum(metric(v, "test_acc")))
+    assert drop.vs_baseline.t_p == pytest.approx(expected_p)
+    assert drop.p_holm == pytest.approx(drop.vs_baseline.t_p)  # one finite test: Holm changes nothing
+    best = max(("none", "dropout"), key=lambda v: sum(metric(v, "test_acc")))
     assert cmp.rows[0].variant == best and cmp.rows[0].rank == 1
 
     # files: the CSV holds the same numbers, the text table the variants, the PNGs exist
@@ -95,11 +99,11 @@ def test_report_matches_the_child_runs_and_is_attached(
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
     rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "out" / "comparison.csv").open())}
-    assert float(rows["none"]["test_acc_mean"]) == pytest.approx(sum(metric("none", "test_acc")) / 2)
-    assert float(rows["dropout"]["diff_mean"]) == pytest.approx(sum(diffs) / 2)
-    assert rows["dropout"]["tuned"] == "model.dropout=0.5" and rows["dropout"]["failed"] == "1"
+    assert float(rows["none"]["test_acc_mean"]) == pytest.approx(sum(metric("none", "test_acc")) / n)
+    assert float(rows["dropout"]["diff_mean"]) == pytest.approx(sum(diffs) / n)
+    assert rows["diverges"]["failed"] == str(n) and rows["dropout"]["failed"] == "0"
     text = (tmp_path / "out" / "comparison.txt").read_text()
-    assert "none (baseline)" in text and "p (paired t)" in text and "tuned" in text and "1 failed" in text
+    assert "none (baseline)" in text and "p (paired t)" in text and f"{n} failed" in text
 
     # attached to the parent run, with per-variant means as its metrics
     arts = {a.path for a in c.list_artifacts(parent, "comparison")}

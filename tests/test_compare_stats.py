@@ -7,29 +7,29 @@ import math
 import pytest
 from scipy import stats as sps
 
-from dlsuite.reports.stats import holm, paired_test, rank, summarize
+from dlsuite.reports.stats import describe_seeds, holm, paired_test, rank
 
 T975_DF2 = 4.303  # t table, two-sided 95%, 2 degrees of freedom
 T975_DF4 = 2.776  # 4 degrees of freedom
 
 
-def test_summarize_mean_and_t_interval() -> None:
-    s = summarize([1.0, 2.0, 3.0])
+def test_describe_seeds_mean_and_t_interval() -> None:
+    s = describe_seeds([1.0, 2.0, 3.0])
     assert s.n == 3 and s.mean == 2.0 and s.std == pytest.approx(1.0)
     half = T975_DF2 * 1.0 / math.sqrt(3)  # = 2.484
     assert s.lo == pytest.approx(2.0 - half, abs=1e-3) and s.hi == pytest.approx(2.0 + half, abs=1e-3)
     assert s.half_width == pytest.approx(half, abs=1e-3)
-    five = summarize([0.90, 0.92, 0.91, 0.93, 0.89])  # mean 0.91, sd 0.01581
+    five = describe_seeds([0.90, 0.92, 0.91, 0.93, 0.89])  # mean 0.91, sd 0.01581
     assert five.mean == pytest.approx(0.91)
     assert five.half_width == pytest.approx(T975_DF4 * 0.015811 / math.sqrt(5), abs=1e-4)
 
 
-def test_summarize_edge_cases() -> None:
-    one = summarize([0.5])
+def test_describe_seeds_edge_cases() -> None:
+    one = describe_seeds([0.5])
     assert one.n == 1 and one.mean == 0.5 and math.isnan(one.lo) and math.isnan(one.std)
-    assert summarize([]).n == 0 and math.isnan(summarize([]).mean)
-    assert summarize([1.0, float("nan"), 3.0]).n == 2  # a missing seed does not poison the mean
-    same = summarize([0.7, 0.7, 0.7])
+    assert describe_seeds([]).n == 0 and math.isnan(describe_seeds([]).mean)
+    assert describe_seeds([1.0, float("nan"), 3.0]).n == 2  # a missing seed does not poison the mean
+    same = describe_seeds([0.7, 0.7, 0.7])
     assert same.lo == pytest.approx(0.7) and same.hi == pytest.approx(0.7)
 
 
@@ -72,3 +72,10 @@ def test_rank_competition_style() -> None:
     assert rank({"a": 0.9, "b": 0.95, "c": 0.9, "d": 0.5}) == {"b": 1, "a": 2, "c": 2, "d": 4}
     assert rank({"a": 0.9, "b": 0.1}, maximize=False) == {"b": 1, "a": 2}
     assert rank({"a": math.nan, "b": 0.1}) == {"b": 1, "a": 2}
+
+
+def test_paired_interval_is_scipys_paired_t_interval() -> None:
+    var, base = [0.82, 0.85, 0.83, 0.86], [0.80, 0.81, 0.80, 0.83]
+    p = paired_test(dict(enumerate(var)), dict(enumerate(base)), confidence=0.9)
+    ci = sps.ttest_rel(var, base).confidence_interval(0.9)
+    assert p.diff.lo == pytest.approx(ci.low) and p.diff.hi == pytest.approx(ci.high)

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from dlsuite.errors import ConfigError
 from dlsuite.hpo.spec import load_study_spec, validate
 from dlsuite.hpo.study import run_study
+from dlsuite.reports.comparison import compare_report
 from dlsuite.reports.study import report_study
 from dlsuite.tracking import record
 
@@ -56,6 +57,9 @@ def test_a_tuned_variant_runs_its_seeds_at_the_strength_it_was_tuned_to(store: s
     for run in children:
         assert float(run.data.params["regularization.l2"]) == pytest.approx(tuned)  # trained at the tuned strength
         assert float(run.data.tags[record.TUNED_PREFIX + "regularization.l2"]) == pytest.approx(tuned)
+    # the comparison report reads the tuned strength back from what the runner recorded
+    cmp, _ = compare_report(result.parent_run_id, log=False)
+    assert float(cmp.row("l2").tuned["regularization.l2"]) == pytest.approx(tuned) and cmp.row("none").tuned == {}
     # resuming does not tune again
     again = run_study(load_study_spec(path))
     assert again.counts.get("COMPLETE") == 4

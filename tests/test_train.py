@@ -53,15 +53,29 @@ def test_a_run_records_everything_in_mlflow(store: str) -> None:
 
 
 def test_checkpoint_loads_weights_only_and_rebuilds_the_model(store: str, tmp_path: Path) -> None:
+    from dlsuite.data import create_datamodule
     from dlsuite.models import create_model
 
-    result = train(tiny_config())
+    cfg = tiny_config()
+    result = train(cfg)
     path = MlflowClient(store).download_artifacts(result.run_id, "checkpoints/best.ckpt", str(tmp_path))
     ckpt = torch.load(path, weights_only=True)
     hp = ckpt["hyper_parameters"]
     model = create_model(hp["config"]["model"]["name"], tuple(hp["input_shape"]), hp["num_classes"], width=8)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
+    # the run tested the best checkpoint: the reloaded model is the tested one, weight for weight...
+    tested = result.task.model.state_dict()
+    assert state.keys() == tested.keys()
+    assert all(torch.equal(state[k].cpu(), tested[k].cpu()) for k in state)
+    # ...and gives the logged test accuracy on the test split
+    dm = create_datamodule(cfg.data, cfg.seed)
+    dm.prepare()
+    x, y = dm.splits["test"]
+    with torch.no_grad():
+        acc = float((model.eval()(x).argmax(-1) == y).float().mean())
+    logged = MlflowClient(store).get_run(result.run_id).data.metrics["test_acc"]
+    assert len(y) > 0 and acc == pytest.approx(logged, abs=1e-6)
 
 
 def test_same_seed_same_metrics(store: str) -> None:

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.tracking import record
+from dlsuite.tracking.runs import log_params
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,8 @@ def record_failed_run(
     client: Any, experiment_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any], reason: str
 ) -> str:
     """An MLflow child run for a trial that failed before its run existed (so every trial is in MLflow)."""
-    from mlflow.entities import Param
-
     run = client.create_run(experiment_id, run_name=run_name, tags={**tags, record.ERROR: reason[:5000]})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    log_params(client, run.info.run_id, params)
     client.set_terminated(run.info.run_id, status="FAILED")
     return str(run.info.run_id)
 

@@ -31,7 +31,7 @@ from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_s
 from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
-from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
+from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, log_params, owner_dead, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -116,24 +116,6 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
         kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
         study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
-
-
-def owner_dead(owner: str) -> bool:
-    """Whether the process named by ``owner`` (``host:pid:start``) is gone on this host.
-
-    A zombie counts as gone: a worker killed with its coordinator is not reaped when the container's
-    init does not reap orphans, and a zombie still answers ``kill(pid, 0)``.
-    """
-    alive = owner_alive(owner)
-    if alive is None:
-        return False
-    if not alive:
-        return True
-    try:
-        with open(f"/proc/{int(owner.rsplit(':', 2)[1])}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, ValueError, IndexError):
-        return False
 
 
 def recover(study: optuna.Study, client: Any, locked_journal: bool = False) -> list[int]:
@@ -338,8 +320,6 @@ def work(
 # -- the coordinator: parent run, workers, report ------------------------------------------------
 def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
     """The study's one MLflow parent run: created on the first run, reopened (RUNNING) on a resume."""
-    from mlflow.entities import Param
-
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         try:
@@ -367,7 +347,7 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
         "study.overrides": json.dumps(spec.overrides)[:6000],
         "study.seed": spec.seed,
     }
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    log_params(client, run_id, params)
     study.set_user_attr(PARENT_ATTR, run_id)
     return str(run_id)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dlsuite.errors import DlsuiteError
-from dlsuite.reports.stats import Paired, Summary, holm, paired_test, rank, summarize
+from dlsuite.reports.stats import Paired, Summary, describe_seeds, holm, paired_test, rank
 from dlsuite.tracking import record
 
 CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "gap_acc")
@@ -235,10 +235,10 @@ def build_comparison(
                 variant=v,
                 seeds=sorted(done),
                 failed=sum(1 for c in children if c.variant == v and c.status != "FINISHED"),
-                metric=summarize(list(done.values()), confidence),
-                best_val_acc=summarize(list(per_seed(v, "best_val_acc").values()), confidence),
-                final_gap_acc=summarize(list(per_seed(v, "final_gap_acc").values()), confidence),
-                best_epoch=summarize(list(per_seed(v, "best_epoch").values()), confidence),
+                metric=describe_seeds(list(done.values()), confidence),
+                best_val_acc=describe_seeds(list(per_seed(v, "best_val_acc").values()), confidence),
+                final_gap_acc=describe_seeds(list(per_seed(v, "final_gap_acc").values()), confidence),
+                best_epoch=describe_seeds(list(per_seed(v, "best_epoch").values()), confidence),
                 vs_baseline=None if v == base else paired_test(done, per_seed(base, metric), confidence),
                 gap_vs_baseline=None
                 if v == base
@@ -397,7 +397,7 @@ def _curve_stats(
             for step, value in c.curves.get(key, []):
                 by_epoch.setdefault(step, []).append(value)
     epochs = sorted(by_epoch)
-    sums = [summarize(by_epoch[e], confidence) for e in epochs]
+    sums = [describe_seeds(by_epoch[e], confidence) for e in epochs]
     mean = [s.mean for s in sums]
     lo = [s.lo if math.isfinite(s.lo) else s.mean for s in sums]
     hi = [s.hi if math.isfinite(s.hi) else s.mean for s in sums]
@@ -513,7 +513,7 @@ def plot_effects(cmp: Comparison, path: Path) -> Path:
 
 
 # -- writing and logging -----------------------------------------------------------------------------
-def write_report(cmp: Comparison, folder: str | Path) -> list[Path]:
+def write_comparison_files(cmp: Comparison, folder: str | Path) -> list[Path]:
     """Write ``comparison.{txt,md,csv,json}`` and the PNGs into ``folder``; return the paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -558,8 +558,7 @@ def log_to_parent(client: Any, cmp: Comparison, paths: Sequence[Path]) -> None:
         for name, s in ((cmp.metric, r.metric), ("final_gap_acc", r.final_gap_acc)):
             if math.isfinite(s.mean):
                 metrics.append(Metric(f"compare.{v}.{name}_mean", s.mean, 0, 0))
-    for i in range(0, len(metrics), 500):
-        client.log_batch(cmp.parent_run_id, metrics=metrics[i : i + 500])
+    client.log_batch(cmp.parent_run_id, metrics=metrics)
     client.set_tag(cmp.parent_run_id, record.COMPARE_BEST, cmp.rows[0].variant)
 
 
@@ -590,12 +589,12 @@ def compare_report(
     cmp = build_comparison(children, metric=metric, maximize=maximize, baseline=baseline, order=order)
     cmp.parent_run_id, cmp.study = parent, study
     if out is not None:
-        paths = write_report(cmp, out)
+        paths = write_comparison_files(cmp, out)
         if log:
             log_to_parent(client, cmp, paths)
         return cmp, paths
     with tempfile.TemporaryDirectory(prefix="dlsuite-compare-") as tmp:
-        paths = write_report(cmp, tmp)
+        paths = write_comparison_files(cmp, tmp)
         if log:
             log_to_parent(client, cmp, paths)
     return cmp, []

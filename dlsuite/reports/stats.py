@@ -39,8 +39,11 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
-    """Mean and ``confidence`` interval of the mean, ``mean ± t(n-1) * sd / sqrt(n)``; NaNs are dropped."""
+def describe_seeds(values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean over seeds and the ``confidence`` interval of that mean (Student's t, ``scipy.stats.t.interval``).
+
+    NaNs (a seed that did not finish) are dropped.
+    """
     a = _finite(values)
     n = len(a)
     if n == 0:
@@ -49,8 +52,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if n == 1:
         return Summary(1, mean, math.nan, math.nan, math.nan)
     sd = float(a.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return Summary(n, mean, sd, mean - half, mean + half)
+    if sd == 0.0:  # scipy refuses a zero scale; every seed gave the same value, so the interval is that value
+        return Summary(n, mean, 0.0, mean, mean)
+    lo, hi = sps.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    return Summary(n, mean, sd, float(lo), float(hi))
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Paired:
     n: int
     """Number of seeds in common."""
     diff: Summary
-    """Mean of (variant - baseline) per seed, with its confidence interval."""
+    """Mean of (variant - baseline) per seed, with its confidence interval (the paired t interval)."""
     t_p: float
     """Two-sided paired t-test p-value (NaN with fewer than two pairs)."""
     wilcoxon_p: float
@@ -77,17 +82,17 @@ def paired_test(
     and 0 for a constant non-zero one (the variants differ identically on every seed).
     """
     seeds = sorted(s for s in variant if s in baseline and math.isfinite(variant[s]) and math.isfinite(baseline[s]))
-    d = np.asarray([variant[s] - baseline[s] for s in seeds], dtype=float)
+    v = np.asarray([variant[s] for s in seeds], dtype=float)
+    b = np.asarray([baseline[s] for s in seeds], dtype=float)
+    d = v - b
     n = len(d)
-    diff = summarize(d.tolist(), confidence)
+    diff = describe_seeds(d.tolist(), confidence)
     t_p = math.nan
     if n >= 2:
-        sd = float(d.std(ddof=1))
-        if sd == 0.0 or not math.isfinite(sd):
-            t_p = 1.0 if float(d.mean()) == 0.0 else 0.0
-        else:
-            t = float(d.mean()) / (sd / math.sqrt(n))
-            t_p = float(2 * sps.t.sf(abs(t), n - 1))
+        if diff.std == 0.0:  # scipy returns NaN here; a constant difference is no noise at all
+            t_p = 1.0 if diff.mean == 0.0 else 0.0
+        else:  # the interval of the mean difference is ttest_rel's confidence_interval, computed above
+            t_p = float(sps.ttest_rel(v, b).pvalue)
     w_p = math.nan
     if n >= min_wilcoxon:
         w_p = 1.0 if not np.any(d) else float(sps.wilcoxon(d).pvalue)
@@ -113,15 +118,8 @@ def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
 def rank(means: Mapping[str, float], maximize: bool = True) -> dict[str, int]:
     """Rank 1 = best mean; ties share the better rank (competition ranking "1, 2, 2, 4"); NaN ranks last."""
 
-    def key(v: float) -> float:
-        if not math.isfinite(v):
-            return math.inf
-        return -v if maximize else v
-
-    order = sorted(means, key=lambda k: key(means[k]))
-    out: dict[str, int] = {}
-    for i, k in enumerate(order):
-        prev = order[i - 1] if i else None
-        same = prev is not None and key(means[prev]) == key(means[k])
-        out[k] = out[prev] if same and prev is not None else i + 1
-    return out
+    keys = list(means)
+    signed = [(-1.0 if maximize else 1.0) * means[k] for k in keys]
+    # NaN ranks last; "min" gives tied values the better rank
+    ranks = sps.rankdata([x if math.isfinite(x) else math.inf for x in signed], method="min")
+    return {k: int(r) for k, r in zip(keys, ranks, strict=True)}

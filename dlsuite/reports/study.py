@@ -9,18 +9,22 @@ import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
+from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
 from dlsuite.hpo.study import StudyResult
 from dlsuite.hpo.trials import RETRIED, STATES, retried_numbers, state_counts
 from dlsuite.paths import safe_segment
 from dlsuite.tracking import record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ def load(name: str, storage: str | None = None) -> optuna.Study:
 
 
 def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -60,44 +66,51 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: number, state, values, params, seconds, MLflow run, reason."""
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial (``study.trials_dataframe``): trial, state, one column per objective (named by
+    the study's metrics), the parameters, seconds, the MLflow run and the failure reason."""
+    import pandas as pd
+
     metrics = study.user_attrs.get(record.ATTR_METRICS) or [f"value{i}" for i in range(len(study.directions))]
-    keys = sorted({k for t in study.trials for k in t.params})
-    retried = retried_numbers(study.trials)
-    rows = []
-    for t in study.trials:
-        vals = t.values or [None] * len(metrics)
-        secs = t.duration.total_seconds() if t.duration else None
-        rows.append(
-            [
-                str(t.number),
-                RETRIED if t.number in retried else t.state.name,
-                *(_fmt(v) if v is not None else "-" for v in vals),
-                *(_fmt(t.params[k]) if k in t.params else "-" for k in keys),
-                _fmt(secs) if secs is not None else "-",
-                str(t.user_attrs.get("mlflow_run_id", "-"))[:12],
-                str(t.user_attrs.get("fail_reason", ""))[:60],
-            ]
-        )
-    return ["trial", "state", *metrics, *keys, "seconds", "mlflow_run", "reason"], rows
+    df = study.trials_dataframe(attrs=("number", "state", "values", "params", "duration", "user_attrs"))
+    if df.empty:
+        return pd.DataFrame(columns=["trial", "state", *metrics, "seconds", "mlflow_run", "reason"])
+    values = [c for c in df.columns if c.startswith("values_")]  # values_0, values_1... in objective order
+    params = sorted(c for c in df.columns if c.startswith("params_"))
+    out = df[["number", "state", *values, *params]].rename(
+        columns={"number": "trial", **dict(zip(values, metrics)), **{c: c.removeprefix("params_") for c in params}}
+    )
+    retried = retried_numbers(study.trials)  # crashed and run again: not a failure of its own
+    out["state"] = [RETRIED if n in retried else st for n, st in zip(out["trial"], out["state"])]
+    out["seconds"] = df["duration"].dt.total_seconds()
+    out["mlflow_run"] = df.get(f"user_attrs_{RUN_ID_ATTR}")
+    out["reason"] = df.get(f"user_attrs_{REASON_ATTR}")
+    return out
+
+
+def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of :func:`trials_frame` as text (run ids cut to 12 characters, reasons to 60)."""
+    df = trials_frame(study)
+    cut = {"mlflow_run": 12, "reason": 60}
+    rows = [
+        [_fmt(v)[: cut[c]] if c in cut and _fmt(v) != "-" else _fmt(v) for c, v in zip(df.columns, r)]
+        for r in df.astype(object).itertuples(index=False)
+    ]
+    return [str(c) for c in df.columns], rows
 
 
 def variant_stats(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """``compare``: per variant, n / mean / std / min / max of the metric over COMPLETE trials."""
-    by: dict[str, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        by.setdefault(str(t.params.get("variant")), []).append(float(t.values[0]))
-    out = {}
-    for v, xs in by.items():
-        out[v] = {
-            "n": float(len(xs)),
-            "mean": statistics.fmean(xs),
-            "std": statistics.stdev(xs) if len(xs) > 1 else math.nan,
-            "min": min(xs),
-            "max": max(xs),
-        }
-    return out
+    """``compare``: per variant, n / mean / std / min / max of the (first) objective over COMPLETE trials."""
+    df = trials_frame(study)
+    done = df[df["state"] == "COMPLETE"]
+    if done.empty:
+        return {}
+    metric = df.columns[2]
+    agg = done.groupby(done["variant"].astype(str), sort=False)[metric].agg(["count", "mean", "std", "min", "max"])
+    return {
+        str(v): {"n": float(r["count"]), **{k: float(r[k]) for k in ("mean", "std", "min", "max")}}
+        for v, r in agg.iterrows()
+    }
 
 
 def render(study: optuna.Study) -> str:
@@ -190,11 +203,11 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
 def _variant_plot(study: optuna.Study, metric: str) -> Any:
     import matplotlib.pyplot as plt
 
-    by: dict[str, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        by.setdefault(str(t.params.get("variant")), []).append(float(t.values[0]))
-    if not by:
+    df = trials_frame(study)
+    done = df[df["state"] == "COMPLETE"]
+    if done.empty:
         raise ValueError("no COMPLETE trial")
+    by = {str(v): g[df.columns[2]].tolist() for v, g in done.groupby(done["variant"].astype(str), sort=False)}
     _fig, ax = plt.subplots(figsize=(8, 5))
     names = list(by)
     for i, n in enumerate(names):
@@ -208,7 +221,7 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
     return ax
 
 
-def write_report(
+def write_study_report(
     name: str,
     storage: str | None = None,
     out: str | Path | None = None,
@@ -304,4 +317,4 @@ def report_study(spec: StudySpec, result: StudyResult) -> Report:
     """The report of a study that has just run (``dlsuite study run`` writes it at the end)."""
     base = spec.run_config()
     attach = result.parent_run_id is not None
-    return write_report(spec.name, result.storage, attach=attach, tracking_uri=base.tracking.uri)
+    return write_study_report(spec.name, result.storage, attach=attach, tracking_uri=base.tracking.uri)

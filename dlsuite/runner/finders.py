@@ -71,12 +71,7 @@ def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None
     name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
     tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), record.FINDER: kind}, None)
     with tracked:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in {**cfg.flat(), **params}.items()]
-        for i in range(0, len(items), 100):
-            tracked.client.log_batch(tracked.run_id, params=items[i : i + 100])
-        tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
+        tracked.log_config(cfg, params)
         if plot is not None:
             tracked.client.log_artifact(tracked.run_id, str(plot), "plots")
     return tracked.run_id

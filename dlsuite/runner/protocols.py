@@ -75,30 +75,25 @@ def member_finals(results: list[Any]) -> dict[str, float]:
 def _log_parent(
     tracked: TrackedRun, cfg: RunConfig, metrics: dict[str, float], history: list[dict[str, float]]
 ) -> None:
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
 
     from dlsuite.tracking.env import environment
 
-    params = {**cfg.flat(), **environment()}
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        tracked.client.log_batch(tracked.run_id, params=items[i : i + 100])
-    tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
+    tracked.log_config(cfg, environment())
     ts = int(time.time() * 1000)
     finite = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if math.isfinite(v)]
     # the members' mean learning curves, one step per epoch, as a single run logs its own
     for row in history:
         step = int(row["epoch"])
         finite += [Metric(k, v, ts, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
-    for i in range(0, len(finite), 500):
-        tracked.client.log_batch(tracked.run_id, metrics=finite[i : i + 500])
+    tracked.client.log_batch(tracked.run_id, metrics=finite)
 
 
 def _run_children(
     cfg: RunConfig,
     kind: str,
     members: list[tuple[RunConfig, dict[str, str]]],
-    summarize: Callable[[list[Any]], dict[str, float]],
+    protocol_metrics: Callable[[list[Any]], dict[str, float]],
     parent_run_id: str | None,
     tags: dict[str, str] | None,
     callbacks: list[Any] | None,
@@ -115,7 +110,7 @@ def _run_children(
         # The parent reads like one run to reports and studies: members' mean curves and final numbers
         # (the protocol's own figures, such as the ensemble's test accuracy, take precedence).
         history = mean_history([r.history for r in results])
-        metrics = {**member_finals(results), **summarize(results)}
+        metrics = {**member_finals(results), **protocol_metrics(results)}
         if parent is not None:
             _log_parent(parent, cfg, metrics, history)
     status = parent.status if parent is not None else "FINISHED"
@@ -140,7 +135,7 @@ def cross_validate(
         for i in range(k)
     ]
 
-    def summarize(results: list[Any]) -> dict[str, float]:
+    def fold_metrics(results: list[Any]) -> dict[str, float]:
         out: dict[str, float] = {"cv_folds": float(k)}
         for key in CV_KEYS:
             vals = [r.metrics[key] for r in results if key in r.metrics]
@@ -151,7 +146,7 @@ def cross_validate(
                     out[f"fold{i}_{key}"] = float(v)
         return out
 
-    return _run_children(cfg, "kfold", members, summarize, parent_run_id, tags, callbacks)
+    return _run_children(cfg, "kfold", members, fold_metrics, parent_run_id, tags, callbacks)
 
 
 def bagging(
@@ -177,7 +172,7 @@ def bagging(
         }
         members.append((_child(cfg, changes), {record.MEMBER: str(i)}))
 
-    def summarize(results: list[Any]) -> dict[str, float]:
+    def ensemble_figures(results: list[Any]) -> dict[str, float]:
         probs, y = [], None
         for (child, _), r in zip(members, results):
             # Each member normalises with the statistics of its own bootstrap sample: test it on its own view
@@ -196,7 +191,7 @@ def bagging(
         out["test_acc"], out["test_loss"] = out["ensemble_test_acc"], out["ensemble_test_loss"]
         return out
 
-    return _run_children(cfg, "bagging", members, summarize, parent_run_id, tags, callbacks)
+    return _run_children(cfg, "bagging", members, ensemble_figures, parent_run_id, tags, callbacks)
 
 
 def run_protocol(

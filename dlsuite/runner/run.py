@@ -82,7 +82,7 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
     }
 
 
-def summarize(history: list[dict[str, float]], test: dict[str, float]) -> dict[str, float]:
+def summarize_run(history: list[dict[str, float]], test: dict[str, float]) -> dict[str, float]:
     """Final numbers of a run: test metrics, best validation and its epoch, final gap."""
     out = dict(test)
     vals = [r.get("val_acc", math.nan) for r in history]
@@ -149,13 +149,7 @@ def _trainer(
 
 
 def _log_start(tracked: TrackedRun, cfg: RunConfig, facts: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    params = {**cfg.flat(), **facts, **environment()}
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        tracked.client.log_batch(tracked.run_id, params=items[i : i + 100])
-    tracked.client.log_text(tracked.run_id, cfg.to_yaml(), "config.yaml")
+    tracked.log_config(cfg, {**facts, **environment()})
 
 
 def _log_end(
@@ -238,7 +232,7 @@ def train(
                     raise Killed(tracked.interrupted_by) from None
                 raise
             history: list[dict[str, float]] = task.history  # type: ignore[assignment]
-            summary = summarize(history, task.test_results)  # type: ignore[arg-type]
+            summary = summarize_run(history, task.test_results)  # type: ignore[arg-type]
             summary.update({"num_params": float(facts["model.num_params"]), "fit_time_s": fit_s, **cost_metrics(facts)})
             summary.update(timer.summary(compiled=cfg.trainer.compile))
             if logger is not None:

@@ -86,14 +86,23 @@ def implementation_kwargs(cls: type, implementation: str) -> dict[str, Any]:
     return {"foreach": False} if foreach else {}
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
-    """Split parameters into a decayed group (>= 2-D weights) and an undecayed one (biases, norms)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def split_decay(group: dict[str, Any], weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
+    """``group`` as a decayed group of its >= 2-D tensors and an undecayed one of the rest (biases, norms).
+
+    timm's ``param_groups_weight_decay`` makes the same split, but it would make validation (which
+    builds the optimiser over a probe) import timm, and it drops frozen parameters, which a transfer
+    model keeps in its groups on purpose.
+    """
+    params = list(group["params"])
     if decay_all or weight_decay == 0:
-        return [{"params": params}]
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+        return [{**group, "params": params}]
+    decay = {**group, "params": [p for p in params if p.dim() >= 2]}
+    return [decay, {**group, "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
+    """``model``'s trainable parameters split for weight decay (see :func:`split_decay`)."""
+    return split_decay({"params": [p for p in model.parameters() if p.requires_grad]}, weight_decay, decay_all)
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -105,14 +114,11 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     if isinstance(model, HasParamGroups):
         # A model whose parts learn at different rates (transfer: backbone vs head) names its groups,
         # frozen parameters included (it may unfreeze them later); each is split for weight decay.
-        groups: list[dict[str, Any]] = []
-        for part in model.param_groups(cfg.lr):
-            params = list(part["params"])
-            if cfg.decay_norm_and_bias or cfg.weight_decay == 0:
-                groups.append(part)
-            else:
-                groups.append({**part, "params": [p for p in params if p.dim() >= 2]})
-                groups.append({**part, "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0})
+        groups = [
+            g
+            for part in model.param_groups(cfg.lr)
+            for g in split_decay(part, cfg.weight_decay, cfg.decay_norm_and_bias)
+        ]
         return cls([g for g in groups if g["params"]], **kw)
     return cls(param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), **kw)
 

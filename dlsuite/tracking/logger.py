@@ -86,9 +86,8 @@ class EpochMLflowLogger(Logger):
         if self._ready:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlsuite-mlflow")
-            for i in range(0, len(self._ready), 1000):  # MLflow takes at most 1000 metrics a batch
-                batch = self._ready[i : i + 1000]
-                self._writes.append(self._writer.submit(self.client.log_batch, self.run_id, metrics=batch))
+            # one call: MlflowClient.log_batch splits the list into batches of at most 1000 metrics
+            self._writes.append(self._writer.submit(self.client.log_batch, self.run_id, metrics=self._ready))
         self._ready = []
         if wait:
             for op in self._writes:

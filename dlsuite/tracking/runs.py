@@ -12,10 +12,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlsuite.tracking import record, store
+
+if TYPE_CHECKING:
+    from dlsuite.config import RunConfig
 
 OWNER_TAG = record.OWNER
 ERROR_TAG = record.ERROR
@@ -40,7 +44,7 @@ def _start_time(pid: int) -> str:
 
 
 def _state(pid: int) -> str:
-    """Process state letter (``Z`` for a zombie)."""
+    """Process state letter (``Z`` for a zombie, ``X`` for dead)."""
     return _stat_field(pid, 0)
 
 
@@ -65,9 +69,26 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    if _state(pid) == "Z":  # killed but not yet reaped by its parent: it runs no more
+    # A zombie still answers kill(pid, 0) but runs no more: a worker killed with its coordinator is not
+    # reaped when the container's init does not reap orphans.
+    if _state(pid) in ("Z", "X"):
         return False
     return start == "?" or _start_time(pid) == start
+
+
+def owner_dead(owner: str) -> bool:
+    """Whether the process named by ``owner`` (``host:pid:start``) is known to be gone (False on another host)."""
+    return owner_alive(owner) is False
+
+
+def log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log ``params`` on a run in one call; ``MlflowClient.log_batch`` splits them into batches MLflow takes.
+
+    Values are cut to 6,000 characters, MLflow's limit for a param value.
+    """
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
 
 def reap_orphans(c: Any, reason: str = "owner process died (killed?)") -> list[str]:
@@ -78,7 +99,7 @@ def reap_orphans(c: Any, reason: str = "owner process died (killed?)") -> list[s
         return reaped
     for run in c.search_runs(exp_ids, filter_string="attributes.status = 'RUNNING'", max_results=5000):
         owner = run.data.tags.get(OWNER_TAG)
-        if owner and owner_alive(owner) is False:
+        if owner and owner_dead(owner):
             c.set_tag(run.info.run_id, ERROR_TAG, reason)
             c.set_terminated(run.info.run_id, status="KILLED")
             reaped.append(run.info.run_id)
@@ -149,6 +170,11 @@ class TrackedRun:
             self.status = "FAILED"
             self.client.set_tag(self.run_id, ERROR_TAG, f"{et.__name__}: {ev}"[:5000])
         self.client.set_terminated(self.run_id, status=self.status, end_time=int(time.time() * 1000))
+
+    def log_config(self, cfg: RunConfig, extra: Mapping[str, Any]) -> None:
+        """Log the run config as flat params (with ``extra`` ones) and as ``config.yaml``, to reproduce the run."""
+        log_params(self.client, self.run_id, {**cfg.flat(), **extra})
+        self.client.log_text(self.run_id, cfg.to_yaml(), "config.yaml")
 
     @property
     def interrupted_by(self) -> str | None:

@@ -21,7 +21,7 @@ from dlsuite.errors import ConfigError
 from dlsuite.models.api import register_model
 from dlsuite.tracking import record
 from dlsuite.transfer.providers import Backbone, create_backbone, is_checkpoint_ref
-from dlsuite.transfer.strategies import TRANSFER_STRATEGIES, set_trainable
+from dlsuite.transfer.strategies import TRANSFER_STRATEGIES, freeze
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
@@ -107,7 +107,8 @@ class TransferNet(nn.Module):
         self.backbone_lr_scale = backbone_lr_scale
         self.unfreeze = unfreeze
         self.tracking_tags = tags
-        set_trainable(self.backbone, not self.strategy.frozen_at_start)
+        if self.strategy.frozen_at_start:
+            freeze(self.backbone)
         self.train()  # applies the BatchNorm policy to the frozen layers
 
     def backbone_frozen(self) -> bool:

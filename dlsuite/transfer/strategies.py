@@ -45,10 +45,16 @@ for _s in (
     TRANSFER_STRATEGIES.add(_s.name, _s)
 
 
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    """Switch gradients of every parameter of ``module`` on or off."""
+def freeze(module: nn.Module) -> None:
+    """Stop gradients to every parameter of ``module``; its BatchNorm layers keep tracking statistics.
+
+    Not Lightning's ``BaseFinetuning.freeze``: it also sets ``track_running_stats=False`` on frozen
+    BatchNorm layers, so ``frozen_bn: train`` could no longer adapt their statistics (they would use
+    batch statistics instead), and it would make building the model import Lightning. Unfreezing, inside
+    a Lightning callback, is Lightning's ``BaseFinetuning.make_trainable`` (see ``unfreeze``).
+    """
     for p in module.parameters():
-        p.requires_grad_(trainable)
+        p.requires_grad_(False)
 
 
 def stages(backbone: nn.Module) -> list[nn.Module]:

@@ -6,10 +6,10 @@ Kept apart from ``strategies`` so that naming and checking a strategy does not i
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from torch import nn
 
-from dlsuite.transfer.strategies import chunks, set_trainable, stages
+from dlsuite.transfer.strategies import chunks, stages
 
 
 class GradualUnfreeze(Callback):
@@ -41,7 +41,7 @@ class GradualUnfreeze(Callback):
             if trainer.current_epoch >= self.unfreeze_epoch_of(i):
                 for m in chunk:
                     if not all(p.requires_grad for p in m.parameters()):
-                        set_trainable(m, True)
+                        BaseFinetuning.make_trainable(m)
                         changed = True
         if changed:
             self.net.train(self.net.training)
