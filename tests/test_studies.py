@@ -17,12 +17,14 @@ from optuna.trial import TrialState
 from torch import nn
 
 from dlsuite.cli import main
+from dlsuite.config import load_config
 from dlsuite.errors import ConfigError
 from dlsuite.hpo.report import list_studies
-from dlsuite.hpo.spec import load_study_spec
+from dlsuite.hpo.spec import is_test_metric, load_study_spec
 from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import assign_gpus, open_study, run_study
 from dlsuite.models.api import MODELS, register_model
+from dlsuite.train.run import summary_names, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "configs" / "mnist1d_cnn.yaml"
@@ -57,7 +59,7 @@ def runs(store: str, name: str) -> list:
 SEARCH = """space:
   optim.lr: {type: float, low: 1e-3, high: 3e-2, log: true}
   data.batch_size: [32, 64]
-metric: test_acc
+metric: best_val_acc
 n_trials: 3
 """
 
@@ -93,12 +95,12 @@ def test_invalid_search_space_is_refused_with_exit_2_and_nothing_written(
         ("sampler: tpee\n", "did you mean 'tpe'"),
         ("sampler: {name: tpe, n_startup: 3}\n", "n_startup_trials"),
         ("pruner: medain\n", "did you mean 'median'"),
-        ("objectives: [{metric: test_acc}, {metric: num_params, direction: minimize}]\npruner: median\n", "single"),
+        ("objectives: [{metric: best_val_acc}, {metric: num_params, direction: minimize}]\npruner: median\n", "single"),
         ("n_trialz: 3\n", "n_trialz"),
     ],
 )
 def test_invalid_study_options_are_refused(store: str, tmp_path: Path, extra: str, expected: str) -> None:
-    body = SEARCH.replace("metric: test_acc\n", "") if "objectives" in extra else SEARCH
+    body = SEARCH.replace("metric: best_val_acc\n", "") if "objectives" in extra else SEARCH
     path = write_study(tmp_path, body + extra)
     with pytest.raises(ConfigError, match=expected):
         load_study_spec(path)
@@ -139,6 +141,49 @@ def test_samplers_and_pruners_are_listed(capsys: pytest.CaptureFixture[str]) -> 
 def test_shipped_study_files_are_valid(store: str, path: Path) -> None:
     spec = load_study_spec(path)
     assert spec.name == path.stem
+    if spec.type == "search":  # a search selects hyperparameters: on validation data, never on test data
+        assert not spec.select_on_test and not any(is_test_metric(o.metric) for o in spec.objectives)
+
+
+def test_a_search_on_a_test_metric_is_refused_unless_the_file_says_so(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_test = write_study(tmp_path, SEARCH.replace("best_val_acc", "test_acc"))
+    assert main(["study", "run", str(on_test), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "measured on the test set" in err and "optimistic" in err and "best_val_acc" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "mlruns").exists()
+    allowed = write_study(tmp_path, SEARCH.replace("best_val_acc", "test_acc") + "select_on_test: true\n")
+    assert main(["study", "run", str(allowed), "--check"]) == 0
+    # The default objective of a search is validation accuracy; a compare study keeps test accuracy.
+    assert (
+        load_study_spec(write_study(tmp_path, SEARCH.replace("metric: best_val_acc\n", ""))).objectives[0].metric
+        == "best_val_acc"
+    )
+    cmp = load_study_spec(write_study(tmp_path, "type: compare\nvariants: {a: [], b: [optim.lr=0.02]}\n"))
+    assert cmp.objectives[0].metric == "test_acc"
+
+
+@pytest.mark.parametrize(("metric", "study_type"), [("val_accuracy", "search"), ("test_acc_typo", "compare")])
+def test_an_objective_no_run_produces_is_refused_before_anything_is_written(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], metric: str, study_type: str
+) -> None:
+    body = SEARCH if study_type == "search" else "type: compare\nvariants: {a: [], b: [optim.lr=0.02]}\n"
+    path = write_study(tmp_path, body.replace("metric: best_val_acc\n", "") + f"metric: {metric}\n")
+    for args in (["--check"], []):
+        assert main(["study", "run", str(path), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"objective metric {metric!r} is not produced" in err and "Traceback" not in err
+    assert not (tmp_path / "mlruns").exists()  # no study, no run
+
+
+def test_summary_names_cover_every_number_a_run_produces(store: str) -> None:
+    # The objective check above is only as good as the producers' declarations: a real run says.
+    cfg = load_config(str(CNN), [*TINY, "tracking.enabled=false"])
+    result = train(cfg)
+    assert set(result.metrics) <= summary_names(cfg), set(result.metrics) - summary_names(cfg)
+    assert {"best_val_acc", "best_val_loss", "test_acc", "final_val_loss"} <= set(result.metrics)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -159,13 +204,20 @@ def test_three_trial_study_end_to_end_then_resume(store: str, tmp_path: Path) ->
         assert run.data.tags["optuna.state"] == "COMPLETE"
         assert run.data.tags["optuna.study"] == "e2e"
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
-        assert run.data.metrics["test_acc"] == pytest.approx(t.value)
+        assert run.data.metrics["best_val_acc"] == pytest.approx(t.value)  # selected on validation data
+        assert t.user_attrs["dlsuite.summary"]["test_acc"] == pytest.approx(run.data.metrics["test_acc"])
     client = mlflow.MlflowClient(store)
     assert client.get_run(parent_id).info.status == "FINISHED"
     attached = {a.path for a in client.list_artifacts(parent_id, "report")}
     for f in ("report.md", "optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png"):
         assert f"report/{f}" in attached
         assert (tmp_path / "mlruns" / "reports" / "e2e" / f).is_file()
+    # The report names the validation metric the best trial was selected on and, apart, its test numbers.
+    report = (tmp_path / "mlruns" / "reports" / "e2e" / "report.md").read_text()
+    best = study.best_trial
+    assert f"selected on best_val_acc = {best.value:.4g}" in report and "Selected on validation data" in report
+    held_out = report.split("test (held out)")[1].split("## Trials")[0]
+    assert f"test_acc={best.user_attrs['dlsuite.summary']['test_acc']:.4g}" in held_out
 
     # Resume with a larger budget: a trial is added, the first three stay as they were.
     before = [(t.number, t.value, t.params) for t in study.trials]
@@ -438,7 +490,7 @@ def _register_cuda_hog() -> None:
 @needs_gpu
 def test_cuda_oom_trial_is_recorded_and_the_study_goes_on(store: str, tmp_path: Path) -> None:
     _register_cuda_hog()
-    body = "space:\n  model.hog_gib: [0.0, 100000.0]\nmetric: test_acc\nn_trials: 2\n"
+    body = "space:\n  model.hog_gib: [0.0, 100000.0]\nmetric: best_val_acc\nn_trials: 2\n"
     path = write_study(tmp_path, body, name="oom")
     spec = load_study_spec(path, ["model.name=test_cuda_hog", "trainer.accelerator=gpu"])
     study = open_study(spec, resolve_storage())

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
+from dlsuite.hpo.spec import is_test_metric
 from dlsuite.hpo.storage import open_storage, resolve_storage
 
 log = logging.getLogger(__name__)
@@ -125,20 +126,51 @@ def render(study: optuna.Study) -> str:
         ]
     elif complete and len(dirs) == 1:
         best = study.best_trial
-        lines += [f"## Best trial: {best.number}", "", f"{metrics[0]} = {_fmt(best.value)}", ""]
+        lines += [f"## Best trial: {best.number}", "", f"selected on {metrics[0]} = {_fmt(best.value)}", ""]
         lines += [f"- {k} = {_fmt(v)}" for k, v in best.params.items()]
         lines += [f"- MLflow run: {best.user_attrs.get('mlflow_run_id', '-')}", ""]
+        lines += _held_out(study, [best], metrics)
     elif complete:
         lines += ["## Pareto front", ""]
         for t in study.best_trials:
             vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(metrics, t.values))
             lines.append(f"- trial {t.number}: {vals}; {t.params}")
         lines.append("")
+        lines += _held_out(study, study.best_trials, metrics)
     else:
         lines += ["No COMPLETE trial yet.", ""]
     header, rows = trial_rows(study)
     lines += ["## Trials", "", "```", _table(rows, header), "```", ""]
     return "\n".join(lines)
+
+
+def _held_out(study: optuna.Study, trials: list[FrozenTrial], objectives: list[str]) -> list[str]:
+    """The selected trials' validation and test numbers, the test ones apart: they were not selected on
+    (unless the study says ``dlsuite.select_on_test``), so they estimate how the selection generalises."""
+    from dlsuite.hpo.runner import SUMMARY_ATTR  # here: `study list` need not import Lightning
+
+    on_test = [m for m in objectives if is_test_metric(m)]
+    lines = ["## Selected trial(s): validation and test metrics", ""]
+    if on_test:
+        lines += [
+            f"Selected on test data ({', '.join(on_test)}, select_on_test: true): the test numbers below are an "
+            "optimistic estimate.",
+            "",
+        ]
+    else:
+        lines += ["Selected on validation data; the test set played no part in the selection.", ""]
+    rows = []
+    for t in trials:
+        summary: dict[str, float] = t.user_attrs.get(SUMMARY_ATTR) or {}
+        val = {k: v for k, v in summary.items() if not is_test_metric(k)}
+        test = {k: v for k, v in summary.items() if is_test_metric(k)}
+        rows.append([str(t.number), _kv(val), _kv(test)])
+    lines += ["```", _table(rows, ["trial", "validation", "test (held out)"]), "```", ""]
+    return lines
+
+
+def _kv(d: dict[str, float]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in d.items()) or "-"
 
 
 def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:

@@ -31,6 +31,7 @@ class ClassificationTask(EpochTask):
     """
 
     MEANS = {"loss": "n", "acc": "n"}
+    EXTRA_METRICS = ("f1",)  # the torchmetrics collection below, on validation and test
 
     def __init__(self, model: nn.Module, cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
         super().__init__(model, cfg, num_classes, input_shape)

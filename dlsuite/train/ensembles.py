@@ -37,6 +37,11 @@ def predict_probs(
     return torch.cat(probs), torch.cat(ys)
 
 
+# Names ensemble_metrics returns, and what a snapshot ensemble adds to a run's test results.
+ENSEMBLE_METRICS = ("ensemble_test_acc", "ensemble_test_loss", "ensemble_member_test_acc_mean", "ensemble_members")
+SNAPSHOT_METRICS = (*ENSEMBLE_METRICS, "ensemble_last_snapshot_epoch")
+
+
 def ensemble_metrics(probs: Sequence[torch.Tensor], y: torch.Tensor) -> dict[str, float]:
     """Accuracy and NLL of the averaged softmax outputs of the members, and the members' mean accuracy."""
     mean = torch.stack([p.to(y.device) for p in probs]).mean(0)

@@ -24,8 +24,8 @@ from dlsuite.config import RunConfig
 from dlsuite.data import create_datamodule
 from dlsuite.errors import DlsuiteError
 from dlsuite.models import apply_init, count_params, create_model
-from dlsuite.models.cost import cost_metrics, model_cost
-from dlsuite.tasks import create_task
+from dlsuite.models.cost import COST_METRICS, cost_metrics, model_cost
+from dlsuite.tasks import TASKS, create_task
 from dlsuite.tracking import plots
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
@@ -81,23 +81,53 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
     }
 
 
+# The last epoch's numbers a summary repeats as ``final_<name>``, and the names train() adds itself.
+FINAL_KEYS = ("train_acc", "train_loss", "gap_acc", "gap_loss", "val_acc", "val_loss")
+RUN_KEYS = (
+    "best_val_acc",
+    "best_epoch",
+    "best_val_loss",
+    "epochs_trained",
+    "num_params",
+    "fit_time_s",
+    "mlflow_log_fraction",
+)
+
+
+def summary_names(cfg: RunConfig) -> set[str]:
+    """Every summary metric name a run of ``cfg`` can produce, from the producers' own declarations.
+
+    Study files are checked against it (an objective no run produces is refused before a trial
+    runs); ``tests/test_studies.py`` checks that real runs produce nothing outside it.
+    """
+    from dlsuite.train import protocols  # imports this module
+    from dlsuite.train.ensembles import SNAPSHOT_METRICS
+
+    kind = protocols.protocol_of(cfg)
+    if kind is not None:
+        return protocols.protocol_metric_names(kind, cfg, summary_names(protocols.member_config(cfg, kind)))
+    task = TASKS.get(cfg.task.name, what="task")
+    stage = getattr(task, "stage_metric_names", lambda: ("loss",))()
+    names = {f"test_{m}" for m in stage} | {f"final_{k}" for k in FINAL_KEYS} | set(RUN_KEYS)
+    names |= set(COST_METRICS) | set(EpochTimer.SUMMARY_KEYS)
+    if cfg.regularization.ensemble is not None:  # a snapshot ensemble (bagging is a protocol, above)
+        names |= set(SNAPSHOT_METRICS)
+    return names
+
+
 def summarize(history: list[dict[str, float]], test: dict[str, float]) -> dict[str, float]:
-    """Final numbers of a run: test metrics, best validation and its epoch, final gap."""
+    """Final numbers of a run: test metrics, best validation accuracy (its epoch) and loss, final gap."""
     out = dict(test)
     vals = [r.get("val_acc", math.nan) for r in history]
     if vals and not all(math.isnan(v) for v in vals):
         i = int(np.nanargmax(vals))
         out["best_val_acc"] = vals[i]
         out["best_epoch"] = history[i]["epoch"]
+    losses = [r.get("val_loss", math.nan) for r in history]
+    if losses and not all(math.isnan(v) for v in losses):
+        out["best_val_loss"] = float(np.nanmin(losses))
     if history:
-        last = history[-1]
-        out.update(
-            {
-                f"final_{k}": v
-                for k, v in last.items()
-                if k in ("train_acc", "train_loss", "gap_acc", "gap_loss", "val_acc", "val_loss")
-            }
-        )
+        out.update({f"final_{k}": v for k, v in history[-1].items() if k in FINAL_KEYS})
         out["epochs_trained"] = float(len(history))
     return out
 

@@ -106,10 +106,14 @@ def step_callbacks(t: TrainerConfig) -> list[Callback]:
 class EpochTimer(Callback):
     """Wall time of every training epoch (validation and per-epoch logging included).
 
+    :meth:`summary` reports the names in ``SUMMARY_KEYS``.
+
     Boundaries are taken at epoch starts and at the end of training, after synchronising the
     device, so that queued GPU work is counted in the epoch that queued it. Only a few calls per
     epoch: nothing is added to the step.
     """
+
+    SUMMARY_KEYS = ("epoch_time_s", "train_time_s", "steps_per_s", "compile_time_s")
 
     def __init__(self) -> None:
         self.marks: list[float] = []
