@@ -119,3 +119,24 @@ def test_batches_shard_across_ddp_ranks(monkeypatch: pytest.MonkeyPatch) -> None
         seen.append((torch.cat([b[0] for b in train]), torch.cat([b[0] for b in evals])))
     assert set(seen[0][0].tolist()).isdisjoint(seen[1][0].tolist())
     assert sorted(seen[0][1].tolist() + seen[1][1].tolist()) == list(range(11))  # eval: every example once
+
+
+def test_shuffled_mnist1d_uses_one_permutation_for_train_val_and_test(store: str) -> None:
+    # Read the permutation off each split independently: every shuffled split must be its unshuffled
+    # twin (same args, shuffle_seq false) with the same 40 positions permuted the same way.
+    args = {"num_samples": 500, "val_samples": 200}
+    plain = _dm(name="mnist1d", args=args, val_fraction=0.0)
+    shuffled = _dm(name="mnist1d", args={**args, "shuffle_seq": True}, val_fraction=0.0)
+
+    def positions(split: str) -> list[int]:
+        a, b = plain.splits[split][0][:, 0], shuffled.splits[split][0][:, 0]  # (N, 40)
+        # each shuffled position is the plain column it correlates with perfectly
+        za, zb = (a - a.mean(0)) / a.std(0), (b - b.mean(0)) / b.std(0)
+        corr = zb.T @ za / (len(a) - 1)  # (40 shuffled, 40 plain)
+        assert torch.allclose(corr.max(1).values, torch.ones(40), atol=1e-4), split
+        return corr.argmax(1).tolist()
+
+    perm = positions("train")
+    assert sorted(perm) == list(range(40)) and perm != list(range(40))
+    assert positions("test") == perm and positions("val") == perm
+    assert torch.equal(plain.splits["val"][1], shuffled.splits["val"][1])  # the same sequences, reordered
