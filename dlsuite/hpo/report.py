@@ -221,16 +221,19 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
         by.setdefault(str(t.params.get("variant")), []).append(float(t.values[0]))
     if not by:
         raise ValueError("no COMPLETE trial")
-    _fig, ax = plt.subplots(figsize=(8, 5))
-    names = list(by)
+    # One row per variant (long names stay readable), best mean on top; seeds as dots, mean ± std in black.
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    names = sorted(by, key=lambda n: statistics.fmean(by[n]), reverse=reverse)
+    _fig, ax = plt.subplots(figsize=(8, max(3.0, 0.38 * len(names) + 1.5)))
     for i, n in enumerate(names):
-        ax.scatter([i] * len(by[n]), by[n], alpha=0.6)
-        ax.errorbar(
-            [i], [statistics.fmean(by[n])], yerr=[statistics.stdev(by[n]) if len(by[n]) > 1 else 0], fmt="k_", capsize=8
-        )
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{study.study_name}: {metric} per variant (points: seeds; bar: mean ± std)")
+        ax.scatter(by[n], [i] * len(by[n]), color="tab:blue", alpha=0.6, s=22, zorder=2)
+        sd = statistics.stdev(by[n]) if len(by[n]) > 1 else 0.0
+        ax.errorbar([statistics.fmean(by[n])], [i], xerr=[sd], fmt="D", color="black", ms=4, capsize=4, zorder=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel(metric)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{study.study_name}: {metric} per variant (dots: seeds; black: mean ± std; best first)")
     return ax
 
 
