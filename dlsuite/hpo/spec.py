@@ -28,6 +28,7 @@ from dlsuite.config import RunConfig, apply_overrides, build_config, set_dotted
 from dlsuite.errors import ConfigError, did_you_mean
 
 Direction = Literal["maximize", "minimize"]
+RUN_SECTIONS = ("data", "model", "task", "optim", "regularization", "trainer", "tracking")
 SEARCH_METRIC = "best_val_acc"  # default objective of a search (validation data)
 COMPARE_METRIC = "test_acc"  # default metric a compare study reports (it selects nothing)
 VALIDATION_METRICS = "best_val_acc (maximize), best_val_loss or final_val_loss (minimize)"
@@ -36,9 +37,6 @@ VALIDATION_METRICS = "best_val_acc (maximize), best_val_loss or final_val_loss (
 def is_test_metric(metric: str) -> bool:
     """Whether ``metric`` is measured on test data (``test_acc``, ``ensemble_test_acc``, ``cv_test_acc_mean``...)."""
     return "test" in metric.split("_")
-
-
-RUN_SECTIONS = ("data", "model", "task", "optim", "regularization", "trainer", "tracking")
 
 
 class _Strict(BaseModel):

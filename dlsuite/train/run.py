@@ -108,7 +108,12 @@ def summary_names(cfg: RunConfig) -> set[str]:
         return protocols.protocol_metric_names(kind, cfg, summary_names(protocols.member_config(cfg, kind)))
     task = TASKS.get(cfg.task.name, what="task")
     stage = getattr(task, "stage_metric_names", lambda: ("loss",))()
-    names = {f"test_{m}" for m in stage} | {f"final_{k}" for k in FINAL_KEYS} | set(RUN_KEYS)
+    # summarize() reports accuracy and loss numbers only for tasks that measure them (reconstruction has no acc)
+    measured = {k for k in FINAL_KEYS if k.rsplit("_", 1)[1] in stage}
+    run_keys = {k for k in RUN_KEYS if not k.startswith("best_") or k == "best_epoch" or k[5:] in measured}
+    if "val_acc" not in measured:
+        run_keys.discard("best_epoch")  # the epoch of the best validation accuracy
+    names = {f"test_{m}" for m in stage} | {f"final_{k}" for k in measured} | run_keys
     names |= set(COST_METRICS) | set(EpochTimer.SUMMARY_KEYS)
     if cfg.regularization.ensemble is not None:  # a snapshot ensemble (bagging is a protocol, above)
         names |= set(SNAPSHOT_METRICS)
