@@ -290,7 +290,9 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     metrics = study.user_attrs.get("dlsuite.metrics") or ["value"]
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in study.trials):
         if study.user_attrs.get("dlsuite.type") != "compare":
-            ms.append(Metric(f"best_{metrics[0]}", float(study.best_value), ts, 0))
+            # the best trial's objective under its own name (best_val_acc, not best_best_val_acc)
+            name = metrics[0] if metrics[0].startswith("best_") else f"best_{metrics[0]}"
+            ms.append(Metric(name, float(study.best_value), ts, 0))
             client.set_tag(parent, "best_trial", str(study.best_trial.number))
     client.log_batch(parent, metrics=ms)
 
