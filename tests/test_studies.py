@@ -517,3 +517,30 @@ def test_parallel_workers_share_a_gpu(store: str, tmp_path: Path) -> None:
     # each worker saw exactly the one GPU it was pinned to
     devices = {r.data.params["env.device"] for r in children}
     assert all(d.startswith("cuda:") and d.endswith(" x1") for d in devices), devices
+
+
+@pytest.mark.parametrize("metric", ["best_val_acc", "test_acc"])
+def test_report_shows_the_selected_trials_validation_and_test_numbers_apart(metric: str) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from dlsuite.hpo.report import render
+
+    study = optuna.create_study(study_name="r", direction="maximize")
+    study.set_user_attr("dlsuite.metrics", [metric])
+    for lr, val, test in [(0.01, 0.90, 0.88), (0.1, 0.80, 0.91)]:
+        summary = {"best_val_acc": val, "final_val_loss": 0.3, "test_acc": test, "test_loss": 0.4}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=summary[metric],
+                params={"optim.lr": lr},
+                distributions={"optim.lr": FloatDistribution(1e-3, 1.0, log=True)},
+                user_attrs={"dlsuite.summary": summary},
+            )
+        )
+    text = render(study)
+    selected = text.split("test (held out)")[1].split("## Trials")[0]
+    if metric == "best_val_acc":  # trial 0 wins on validation, though trial 1 tests better
+        assert "Selected on validation data" in text and "\n0 " in selected
+        assert "best_val_acc=0.9, final_val_loss=0.3" in selected and "test_acc=0.88, test_loss=0.4" in selected
+    else:
+        assert "optimistic estimate" in text and "\n1 " in selected and "test_acc=0.91" in selected
