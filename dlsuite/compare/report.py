@@ -25,6 +25,7 @@ from typing import Any
 from dlsuite.compare.plots import plot_effects, plot_gaps, plot_learning_curves
 from dlsuite.compare.stats import Paired, Summary, holm, paired_test, rank, summarize
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking import record
 
 VARIANT_TAGS = ("dlsuite.variant", "variant")
 SEED_TAGS = ("dlsuite.seed", "seed")
@@ -53,10 +54,10 @@ class ChildRun:
     def best_val_acc(self) -> tuple[float, str]:
         """The run's best validation accuracy and what it is: a single model's (``""``), a bagged
         ensemble's (``"ensemble"``), or the members' mean (older bagging records, k-fold)."""
-        if self.protocol == "bagging" and "ensemble_val_acc" in self.metrics:
-            return self.metrics["ensemble_val_acc"], "ensemble"
+        if self.protocol == "bagging" and record.ENSEMBLE_VAL_ACC in self.metrics:
+            return self.metrics[record.ENSEMBLE_VAL_ACC], "ensemble"
         source = {"bagging": "members' mean", "kfold": "mean over folds"}.get(self.protocol or "", "")
-        return self.metrics.get("best_val_acc", math.nan), source
+        return self.metrics.get(record.BEST_VAL_ACC, math.nan), source
 
 
 @dataclass
@@ -174,7 +175,7 @@ def load_children(client: Any, parent_run_id: str, curves: Sequence[str] = CURVE
             run.info.status,
             dict(run.data.metrics),
             tuned=tuned,
-            protocol=tags.get("dlsuite.protocol"),
+            protocol=tags.get(record.PROTOCOL_TAG),
         )
         if child.status == "FINISHED":
             for key in curves:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlsuite.config import RunConfig, build_config
+from dlsuite.tracking import record
 from dlsuite.tracking.runs import TrackedRun
 
 # Metrics of the children that are summarised (mean and std) in the parent of a cross-validation.
@@ -29,11 +30,11 @@ MEMBER_FINALS = ("final_", "best_val_")
 BAGGING_METRICS = (
     "test_acc",
     "test_loss",
-    "best_val_acc",
-    "ensemble_val_acc",
-    "ensemble_val_loss",
+    record.BEST_VAL_ACC,
+    record.ENSEMBLE_VAL_ACC,
+    record.ENSEMBLE_VAL_LOSS,
     "member_test_acc_std",
-    "member_best_val_acc_mean",
+    record.MEMBER_BEST_VAL_ACC_MEAN,
 )
 
 
@@ -85,7 +86,7 @@ def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
     name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}-{kind}"
-    all_tags = {**run_tags(cfg), **(tags or {}), "dlsuite.protocol": kind}
+    all_tags = {**run_tags(cfg), **(tags or {}), record.PROTOCOL_TAG: kind}
     return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id)
 
 
@@ -233,13 +234,13 @@ def bagging(
         # The bagged model's numbers are the ensemble's: studies compare (test) and select (validation)
         # on them like on any other run. The members' mean best_val_acc keeps a name of its own.
         out["test_acc"], out["test_loss"] = out["ensemble_test_acc"], out["ensemble_test_loss"]
-        member_val = [r.metrics["best_val_acc"] for r in results if "best_val_acc" in r.metrics]
+        member_val = [r.metrics[record.BEST_VAL_ACC] for r in results if record.BEST_VAL_ACC in r.metrics]
         if len(member_val) == len(results):
-            out["member_best_val_acc_mean"] = float(np.mean(member_val))
+            out[record.MEMBER_BEST_VAL_ACC_MEAN] = float(np.mean(member_val))
         if probs["val"]:
             val = ensemble_metrics(probs["val"], labels["val"])
-            out["ensemble_val_acc"], out["ensemble_val_loss"] = val["ensemble_test_acc"], val["ensemble_test_loss"]
-            out["best_val_acc"] = out["ensemble_val_acc"]
+            out[record.ENSEMBLE_VAL_ACC] = out[record.BEST_VAL_ACC] = val["ensemble_test_acc"]
+            out[record.ENSEMBLE_VAL_LOSS] = val["ensemble_test_loss"]
         return out
 
     return _run_children(cfg, "bagging", members, summarize, parent_run_id, tags, callbacks)

@@ -26,7 +26,7 @@ from dlsuite.errors import DlsuiteError
 from dlsuite.models import apply_init, count_params, create_model
 from dlsuite.models.cost import COST_METRICS, cost_metrics, model_cost
 from dlsuite.tasks import TASKS, create_task
-from dlsuite.tracking import plots
+from dlsuite.tracking import plots, record
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
@@ -84,9 +84,9 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
 # The last epoch's numbers a summary repeats as ``final_<name>``, and the names train() adds itself.
 FINAL_KEYS = ("train_acc", "train_loss", "gap_acc", "gap_loss", "val_acc", "val_loss")
 RUN_KEYS = (
-    "best_val_acc",
+    record.BEST_VAL_ACC,
     "best_epoch",
-    "best_val_loss",
+    record.BEST_VAL_LOSS,
     "epochs_trained",
     "num_params",
     "fit_time_s",
@@ -130,7 +130,7 @@ def summarize(history: list[dict[str, float]], test: dict[str, float]) -> dict[s
         out["best_epoch"] = history[i]["epoch"]
     losses = [r.get("val_loss", math.nan) for r in history]
     if losses and not all(math.isnan(v) for v in losses):
-        out["best_val_loss"] = float(np.nanmin(losses))
+        out[record.BEST_VAL_LOSS] = float(np.nanmin(losses))
     if history:
         out.update({f"final_{k}": v for k, v in history[-1].items() if k in FINAL_KEYS})
         out["epochs_trained"] = float(len(history))
