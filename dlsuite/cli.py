@@ -58,7 +58,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         help="override config values by dotted key, e.g. --set optim.lr=1e-3 data.batch_size=64",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, opens_store=True)
 
 
 # -- list -------------------------------------------------------------------------------------
@@ -113,7 +113,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = ui_command(args.uri, args.host, args.port)
     if args.uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not os.path.exists("mlruns"):
         raise DlsuiteError("no ./mlruns store here yet: train a run first, or pass --uri")
-    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    first = f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C to stop)"
+    if getattr(args, "reaped", None):
+        from dlsuite.tracking.runs import reaped_note
+
+        first += f"; {reaped_note(args.reaped)}"
+    print(first, flush=True)
     os.execv(cmd[0], cmd)  # noqa: S606  replace this process: signals reach the server directly
     return 0  # pragma: no cover
 
@@ -123,7 +128,7 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    p.set_defaults(func=cmd_ui)
+    p.set_defaults(func=cmd_ui, opens_store=True, tells_reaped=True)
 
 
 from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
@@ -143,11 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reap_for(args: argparse.Namespace) -> list[str]:
+    """Before a command that opens the MLflow store (``set_defaults(opens_store=True)``), end the runs
+    that a killed process left RUNNING there; an absent store is not created. Returns their ids."""
+    if not getattr(args, "opens_store", False):
+        return []
+    from dlsuite.tracking.runs import reap_store
+
+    return reap_store(getattr(args, "uri", None))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
     quiet()
     try:
+        args.reaped = reap_for(args)
+        if args.reaped and not getattr(args, "tells_reaped", False):
+            from dlsuite.tracking.runs import reaped_note
+
+            print(f"dlsuite: {reaped_note(args.reaped)}", file=sys.stderr)
         return int(args.func(args))
     except DlsuiteError as exc:
         print(f"dlsuite: error: {exc}", file=sys.stderr)

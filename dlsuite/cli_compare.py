@@ -40,7 +40,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.add_argument("--direction", choices=["maximize", "minimize"], help="whether larger or smaller is better")
     r.add_argument("--out", help="also write the table (txt, md, csv, json) and PNGs into this folder")
     r.add_argument("--no-log", action="store_true", help="do not attach the report to the parent run")
-    r.set_defaults(func=cmd_compare_report)
+    r.set_defaults(func=cmd_compare_report, opens_store=True)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -67,4 +67,4 @@ def add_doctor(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
     p.add_argument("--out", help="path of the study YAML to write (default: ./doctor_<run id prefix>.yaml)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant in the written study (default 5)")
-    p.set_defaults(func=cmd_doctor)
+    p.set_defaults(func=cmd_doctor, opens_store=True)

@@ -87,15 +87,15 @@ def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         help="study keys (n_trials=3, sampler.name=random) or run config keys (trainer.max_epochs=2, run.seed=1)",
     )
     r.add_argument("--check", action="store_true", help="validate the study file and exit")
-    r.set_defaults(func=cmd_study_run)
+    r.set_defaults(func=cmd_study_run, opens_store=True)
 
     rep = ss.add_parser("report", help="print and write a study's report", description=cmd_study_report.__doc__)
     rep.add_argument("name", help="study name")
     rep.add_argument("--storage", help=storage_help)
     rep.add_argument("--out", help="folder for report.md and the PNGs (default mlruns/reports/NAME)")
     rep.add_argument("--no-attach", action="store_true", help="do not attach the report to the MLflow parent run")
-    rep.set_defaults(func=cmd_study_report)
+    rep.set_defaults(func=cmd_study_report, opens_store=True)
 
     ls = ss.add_parser("list", help="list studies with trial counts by state", description=cmd_study_list.__doc__)
     ls.add_argument("--storage", help=storage_help)
-    ls.set_defaults(func=cmd_study_list)
+    ls.set_defaults(func=cmd_study_list, opens_store=True)

@@ -28,7 +28,7 @@ def add_tune_lr(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--min-lr", type=float, default=1e-6, help="start of the range (default 1e-6)")
     p.add_argument("--max-lr", type=float, default=1.0, help="end of the range (default 1)")
     p.add_argument("--num-training", type=int, default=100, help="training steps in the test (default 100)")
-    p.set_defaults(func=cmd_tune_lr)
+    p.set_defaults(func=cmd_tune_lr, opens_store=True)
 
 
 def cmd_tune_batch_size(args: argparse.Namespace) -> int:
@@ -53,4 +53,4 @@ def add_tune_batch_size(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--max-trials", type=int, default=8, help="doublings at most (default 8)")
     p.add_argument("--steps", type=int, default=5, help="training steps per size (default 5)")
     p.add_argument("--mode", choices=["power", "binsearch"], default="power", help="search mode (default power)")
-    p.set_defaults(func=cmd_tune_batch_size)
+    p.set_defaults(func=cmd_tune_batch_size, opens_store=True)

@@ -138,3 +138,11 @@ def test_data_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(ConfigError, match=r"data.root .* is a file; it must be a folder"):
         load_run_config(None, [f"data.root={f}"])
+
+
+def test_task_specs_declare_what_each_task_logs() -> None:
+    from dlsuite.tasks import TASK_SPECS, TASKS
+
+    for name, spec in TASK_SPECS.items():
+        logged = {m.removeprefix("val_") for m in spec.val_metrics}
+        assert set(TASKS.get(name).stage_metric_names()) == logged, name

@@ -124,8 +124,8 @@ def test_signals_end_the_run_killed(
     assert run.info.status == "KILLED" and sig.name in run.data.tags["dlsuite.error"]
 
 
-def test_sigkilled_run_is_reaped_by_the_next_command(store: str, data_cache: Path, tmp_path: Path) -> None:
-    env = cli_env(store, data_cache)
+def _sigkilled_run(env: dict[str, str], tmp_path: Path, c: MlflowClient) -> str:
+    """Start ``dlsuite train`` on a long config, wait until its run is RUNNING, kill -9 it; the run id."""
     args = ["train", CONFIG, "--set", *TINY, "trainer.max_epochs=10000", "tracking.experiment=k9"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlsuite", *args],
@@ -134,16 +134,65 @@ def test_sigkilled_run_is_reaped_by_the_next_command(store: str, data_cache: Pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    c = MlflowClient(store)
     run_id = _wait_for_run(c, "k9")
     proc.kill()
     proc.wait()
     assert c.get_run(run_id).info.status == "RUNNING"  # nobody could end it
-    assert run_cli(["train", CONFIG, "--set", *TINY, "tracking.experiment=k9"], env, tmp_path).returncode == 0
+    return run_id
+
+
+# The cheapest commands that open the store: each must end the orphan, not only the next good `train`.
+REAPERS = {
+    "study list": ["study", "list"],
+    "refused train": ["train", "no_such_config.yaml"],
+    "compare report of an unknown study": ["compare", "report", "nope", "--no-log"],
+}
+
+
+@pytest.mark.parametrize("command", list(REAPERS))
+def test_sigkilled_run_is_reaped_by_the_next_command(
+    command: str, store: str, data_cache: Path, tmp_path: Path
+) -> None:
+    env = cli_env(store, data_cache)
+    c = MlflowClient(store)
+    run_id = _sigkilled_run(env, tmp_path, c)
+    proc = run_cli(REAPERS[command], env, tmp_path)
+    assert proc.returncode == (0 if command == "study list" else 2), proc.stderr
+    assert "ended 1 orphaned run KILLED" in proc.stderr and "Traceback" not in proc.stderr
     run = c.get_run(run_id)
     assert run.info.status == "KILLED" and "owner process died" in run.data.tags["dlsuite.error"]
-    statuses = sorted(r.info.status for r in c.search_runs([c.get_experiment_by_name("k9").experiment_id]))
-    assert statuses == ["FINISHED", "KILLED"]
+    statuses = [r.info.status for r in c.search_runs([c.get_experiment_by_name("k9").experiment_id])]
+    assert statuses == ["KILLED"]  # the reaping command wrote no run of its own
+
+
+def test_ui_says_on_its_first_line_that_it_reaped(store: str, data_cache: Path, tmp_path: Path) -> None:
+    env = cli_env(store, data_cache)
+    c = MlflowClient(store)
+    run_id = _sigkilled_run(env, tmp_path, c)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlsuite", "ui", "--port", str(_free_port())],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert first.startswith("MLflow UI at http://127.0.0.1:") and "ended 1 orphaned run KILLED" in first, first
+    assert c.get_run(run_id).info.status == "KILLED"
+
+
+def test_a_refused_command_does_not_create_the_store(data_cache: Path, tmp_path: Path) -> None:
+    store_uri = f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"
+    proc = run_cli(["train", "no_such_config.yaml"], cli_env(store_uri, data_cache), tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "absent").exists() and not (tmp_path / "mlruns").exists()
 
 
 def _free_port() -> int:

@@ -8,14 +8,17 @@ import csv
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
+from matplotlib.colors import to_hex
 from mlflow import MlflowClient
 from scipy import stats as sps
 
 from dlsuite.cli import main
 from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.study import run_study
-from dlsuite.reports.comparison import compare_report, format_table
+from dlsuite.reports.comparison import ChildRun, build_comparison, compare_report, format_table
+from dlsuite.reports.plots import BETTER, UNCLEAR, effects_figure, learning_curves_figure
 from dlsuite.tracking import record
 
 CNN = Path(__file__).resolve().parents[1] / "configs" / "mnist1d_cnn.yaml"
@@ -25,7 +28,7 @@ STUDY = f"""name: tinycmp
 base: {CNN}
 type: compare
 overrides: [trainer.max_epochs=1, trainer.progress_bar=false, data.batch_size=50, data.train_samples=300,
-            data.args.val_samples=200, model.channels=8, tracking.log_checkpoint=false, tracking.plots=false]
+            data.args.val_samples=200, model.width=8, tracking.log_checkpoint=false, tracking.plots=false]
 variants:
 {chr(10).join(f"  {v}: [{', '.join(sets)}]" for v, sets in VARIANTS.items())}
 seeds: {SEEDS}
@@ -92,6 +95,7 @@ def test_report_matches_the_child_runs_and_is_attached(
         "comparison.csv",
         "comparison.json",
         "learning_curves.png",
+        "loss_curves.png",
         "gaps.png",
         "effects.png",
     }
@@ -134,3 +138,80 @@ def test_report_bad_references_exit_2_and_write_nothing(store: str, capsys: pyte
     assert main(["compare", "report", lonely]) == 2
     assert "not a compare study's parent" in capsys.readouterr().err
     assert c.list_artifacts(lonely) == []
+
+
+# -- the pictures' structure, from synthetic child runs (no training: the figures are what is tested) --
+BASE = [0.80, 0.82, 0.79, 0.81, 0.83]
+
+
+def _children(effects: dict[str, list[float]], protocol: dict[str, str] | None = None) -> list[ChildRun]:
+    """Finished child runs: per variant, test_acc = baseline + the given per-seed effect, with curves."""
+    out = []
+    for v, eff in {"none": [0.0] * 5, **effects}.items():
+        for seed, (b, e) in enumerate(zip(BASE, eff)):
+            acc = b + e
+            metrics = {"test_acc": acc, "best_val_acc": acc - 0.01, "final_gap_acc": 0.1, "best_epoch": 3.0}
+            if (protocol or {}).get(v) == "bagging":
+                metrics |= {"ensemble_val_acc": acc - 0.02, "best_val_acc": acc - 0.02}
+            curves = {
+                k: [(ep, acc * (ep + 1) / 4 + (0.05 if k.startswith("train") else 0.0)) for ep in range(4)]
+                for k in ("train_acc", "val_acc", "train_loss", "val_loss", "gap_acc")
+            }
+            run = ChildRun(f"{v}{seed}", v, seed, "FINISHED", metrics, curves, protocol=(protocol or {}).get(v))
+            out.append(run)
+    return out
+
+
+def test_forest_plot_colours_by_the_holm_adjusted_test_and_says_so() -> None:
+    # "small" helps on every seed (raw p < 0.05), but with four variants tested Holm's p is above 0.05;
+    # "big" helps clearly enough to survive the adjustment; the others do nothing.
+    effects = {
+        "small": [0.004, 0.012, 0.001, 0.010, 0.006],
+        "big": [0.050, 0.052, 0.049, 0.051, 0.050],
+        "noise1": [0.01, -0.01, 0.0, 0.005, -0.004],
+        "noise2": [-0.01, 0.01, 0.002, -0.006, 0.003],
+    }
+    cmp = build_comparison(_children(effects), metric="test_acc", maximize=True, baseline="none")
+    small, big = cmp.row("small"), cmp.row("big")
+    assert small.vs_baseline is not None and small.vs_baseline.t_p < 0.05 < small.p_holm  # the issue's case
+    assert big.p_holm < 0.05
+    fig = effects_figure(cmp)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    points = [bar.lines[0] for bar in ax.containers]  # one errorbar per variant, in row order
+    colour = {label: to_hex(line.get_color()) for label, line in zip(labels, points, strict=True)}
+    assert colour["small"] == to_hex(UNCLEAR) and colour["big"] == to_hex(BETTER)
+    legend = ax.get_legend()
+    assert "Holm-adjusted" in legend.get_title().get_text()
+    assert all("Holm-adjusted p" in t.get_text() for t in legend.get_texts())
+    plt.close(fig)
+
+
+def test_learning_curves_are_one_panel_per_variant_on_shared_axes() -> None:
+    cmp = build_comparison(
+        _children({"a": [0.01] * 5, "b": [-0.01] * 5, "c": [0.02] * 5}), metric="test_acc", baseline="none"
+    )
+    fig = learning_curves_figure(cmp)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert sorted(ax.get_title().split()[0] for ax in panels) == ["a", "b", "c"]  # the baseline is in each panel
+    assert len({ax.get_ylim() for ax in panels}) == 1 and len({ax.get_xlim() for ax in panels}) == 1
+    for ax in panels:  # variant and baseline, train and validation: four lines, two colours
+        assert len(ax.lines) == 4 and len({to_hex(line.get_color()) for line in ax.lines}) == 2
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["variant, train", "variant, validation", "baseline (none), train", "baseline (none), validation"]
+    plt.close(fig)
+
+
+def test_bagging_rows_label_their_validation_accuracy() -> None:
+    children = _children({"bagging": [0.01] * 5}, protocol={"bagging": "bagging"})
+    cmp = build_comparison(children, metric="test_acc", baseline="none")
+    row = cmp.row("bagging")
+    assert row.val_source == "ensemble" and row.best_val_acc.mean == pytest.approx(
+        sum(BASE) / 5 + 0.01 - 0.02
+    )  # the ensemble's validation accuracy, not the members' mean
+    text = format_table(cmp)
+    assert "(ensemble)" in text and "the bagged ensemble's own validation accuracy" in text
+    # An older record without the ensemble's validation accuracy is labelled the members' mean.
+    for c in children:
+        c.metrics.pop("ensemble_val_acc", None)
+    assert build_comparison(children, metric="test_acc", baseline="none").row("bagging").val_source == "members' mean"

@@ -119,3 +119,66 @@ def test_batches_shard_across_ddp_ranks(monkeypatch: pytest.MonkeyPatch) -> None
         seen.append((torch.cat([b[0] for b in train]), torch.cat([b[0] for b in evals])))
     assert set(seen[0][0].tolist()).isdisjoint(seen[1][0].tolist())
     assert sorted(seen[0][1].tolist() + seen[1][1].tolist()) == list(range(11))  # eval: every example once
+
+
+def test_shuffled_mnist1d_uses_one_permutation_for_train_val_and_test(store: str) -> None:
+    # Read the permutation off each split independently: every shuffled split must be its unshuffled
+    # twin (same args, shuffle_seq false) with the same 40 positions permuted the same way.
+    args = {"num_samples": 500, "val_samples": 200}
+    plain = _dm(name="mnist1d", args=args, val_fraction=0.0)
+    shuffled = _dm(name="mnist1d", args={**args, "shuffle_seq": True}, val_fraction=0.0)
+
+    def positions(split: str) -> list[int]:
+        a, b = plain.splits[split][0][:, 0], shuffled.splits[split][0][:, 0]  # (N, 40)
+        # each shuffled position is the plain column it correlates with perfectly
+        za, zb = (a - a.mean(0)) / a.std(0), (b - b.mean(0)) / b.std(0)
+        corr = zb.T @ za / (len(a) - 1)  # (40 shuffled, 40 plain)
+        assert torch.allclose(corr.max(1).values, torch.ones(40), atol=1e-4), split
+        return corr.argmax(1).tolist()
+
+    perm = positions("train")
+    assert sorted(perm) == list(range(40)) and perm != list(range(40))
+    assert positions("test") == perm and positions("val") == perm
+    assert torch.equal(plain.splits["val"][1], shuffled.splits["val"][1])  # the same sequences, reordered
+
+
+def test_image_folder_with_train_val_test_folders_uses_them_as_splits(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    make_image_folder(root / "train", per_class=6)
+    make_image_folder(root / "val", classes=("dog", "fox"), per_class=2)  # val/ lacks a class
+    make_image_folder(root / "test", per_class=3)
+    dm = _dm(root, name="image_folder", image_size=8, val_fraction=0.5, test_fraction=0.5)
+    assert dm.classes == ["cat", "dog", "fox"]  # not ["test", "train", "val"]
+    n = {k: len(v[1]) for k, v in dm.splits.items()}
+    assert n == {"train": 18, "val": 4, "test": 9}  # the folders, nothing carved from train/
+    raw = dm.load()
+    assert raw.y_val is not None and raw.x_val is not None and raw.y_test is not None
+    # Labels follow train/'s numbering by class name, not val/'s own folder order. make_image_folder makes
+    # channel i bright for the i-th class it is given: in train/ cat=0, dog=1, fox=2; in val/ dog=0, fox=1.
+    assert sorted(set(raw.y_val.tolist())) == [1, 2]
+    assert torch.equal(raw.x_val.mean(dim=(2, 3)).argmax(1) + 1, raw.y_val)
+    assert torch.equal(raw.x.mean(dim=(2, 3)).argmax(1), raw.y)
+
+
+def test_image_folder_without_test_folder_carves_test_from_train(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    make_image_folder(root / "train", per_class=10)
+    make_image_folder(root / "val", per_class=2)
+    dm = _dm(root, name="image_folder", image_size=8, test_fraction=0.2)
+    assert {k: len(v[1]) for k, v in dm.splits.items()} == {"train": 24, "val": 6, "test": 6}
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (("train", "cat", "dog"), "mixes split folders (train) with class folders (cat, dog)"),
+        (("cat", "test"), "do not name a class train, val or test"),
+        (("val", "test"), "no train/"),
+    ],
+)
+def test_image_folder_mixing_split_and_class_folders_is_refused(
+    tmp_path: Path, folders: tuple[str, ...], message: str
+) -> None:
+    root = make_image_folder(tmp_path / "imgs", classes=folders, per_class=1)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _dm(root, name="image_folder")

@@ -17,12 +17,15 @@ from optuna.trial import TrialState
 from torch import nn
 
 from dlsuite.cli import main
+from dlsuite.config import load_config
 from dlsuite.errors import ConfigError
-from dlsuite.hpo.spec import load_study_spec
+from dlsuite.hpo.spec import is_test_metric, load_study_spec
 from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import assign_gpus, open_study, run_study
 from dlsuite.models.api import MODELS, register_model
 from dlsuite.reports.study import list_studies
+from dlsuite.runner.run import train
+from dlsuite.runner.summary import summary_names
 from dlsuite.tracking import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +61,7 @@ def runs(store: str, name: str) -> list:
 SEARCH = """space:
   optim.lr: {type: float, low: 1e-3, high: 3e-2, log: true}
   data.batch_size: [32, 64]
-metric: test_acc
+metric: best_val_acc
 n_trials: 3
 """
 
@@ -94,12 +97,12 @@ def test_invalid_search_space_is_refused_with_exit_2_and_nothing_written(
         ("sampler: tpee\n", "did you mean 'tpe'"),
         ("sampler: {name: tpe, n_startup: 3}\n", "n_startup_trials"),
         ("pruner: medain\n", "did you mean 'median'"),
-        ("objectives: [{metric: test_acc}, {metric: num_params, direction: minimize}]\npruner: median\n", "single"),
+        ("objectives: [{metric: best_val_acc}, {metric: num_params, direction: minimize}]\npruner: median\n", "single"),
         ("n_trialz: 3\n", "n_trialz"),
     ],
 )
 def test_invalid_study_options_are_refused(store: str, tmp_path: Path, extra: str, expected: str) -> None:
-    body = SEARCH.replace("metric: test_acc\n", "") if "objectives" in extra else SEARCH
+    body = SEARCH.replace("metric: best_val_acc\n", "") if "objectives" in extra else SEARCH
     path = write_study(tmp_path, body + extra)
     with pytest.raises(ConfigError, match=expected):
         load_study_spec(path)
@@ -140,6 +143,49 @@ def test_samplers_and_pruners_are_listed(capsys: pytest.CaptureFixture[str]) -> 
 def test_shipped_study_files_are_valid(store: str, path: Path) -> None:
     spec = load_study_spec(path)
     assert spec.name == path.stem
+    if spec.type == "search":  # a search selects hyperparameters: on validation data, never on test data
+        assert not spec.select_on_test and not any(is_test_metric(o.metric) for o in spec.objectives)
+
+
+def test_a_search_on_a_test_metric_is_refused_unless_the_file_says_so(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_test = write_study(tmp_path, SEARCH.replace("best_val_acc", "test_acc"))
+    assert main(["study", "run", str(on_test), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "measured on the test set" in err and "optimistic" in err and "best_val_acc" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "mlruns").exists()
+    allowed = write_study(tmp_path, SEARCH.replace("best_val_acc", "test_acc") + "select_on_test: true\n")
+    assert main(["study", "run", str(allowed), "--check"]) == 0
+    # The default objective of a search is validation accuracy; a compare study keeps test accuracy.
+    assert (
+        load_study_spec(write_study(tmp_path, SEARCH.replace("metric: best_val_acc\n", ""))).objectives[0].metric
+        == "best_val_acc"
+    )
+    cmp = load_study_spec(write_study(tmp_path, "type: compare\nvariants: {a: [], b: [optim.lr=0.02]}\n"))
+    assert cmp.objectives[0].metric == "test_acc"
+
+
+@pytest.mark.parametrize(("metric", "study_type"), [("val_accuracy", "search"), ("test_acc_typo", "compare")])
+def test_an_objective_no_run_produces_is_refused_before_anything_is_written(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], metric: str, study_type: str
+) -> None:
+    body = SEARCH if study_type == "search" else "type: compare\nvariants: {a: [], b: [optim.lr=0.02]}\n"
+    path = write_study(tmp_path, body.replace("metric: best_val_acc\n", "") + f"metric: {metric}\n")
+    for args in (["--check"], []):
+        assert main(["study", "run", str(path), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"objective metric {metric!r} is not produced" in err and "Traceback" not in err
+    assert not (tmp_path / "mlruns").exists()  # no study, no run
+
+
+def test_summary_names_cover_every_number_a_run_produces(store: str) -> None:
+    # The objective check above is only as good as the producers' declarations: a real run says.
+    cfg = load_config(str(CNN), [*TINY, "tracking.enabled=false"])
+    result = train(cfg)
+    assert set(result.metrics) <= summary_names(cfg), set(result.metrics) - summary_names(cfg)
+    assert {"best_val_acc", "best_val_loss", "test_acc", "final_val_loss"} <= set(result.metrics)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -160,13 +206,20 @@ def test_three_trial_study_end_to_end_then_resume(store: str, tmp_path: Path) ->
         assert run.data.tags[record.STATE] == "COMPLETE"
         assert run.data.tags[record.STUDY] == "e2e"
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
-        assert run.data.metrics["test_acc"] == pytest.approx(t.value)
+        assert run.data.metrics["best_val_acc"] == pytest.approx(t.value)  # selected on validation data
+        assert t.user_attrs["dlsuite.summary"]["test_acc"] == pytest.approx(run.data.metrics["test_acc"])
     client = mlflow.MlflowClient(store)
     assert client.get_run(parent_id).info.status == "FINISHED"
     attached = {a.path for a in client.list_artifacts(parent_id, "report")}
     for f in ("report.md", "optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png"):
         assert f"report/{f}" in attached
         assert (tmp_path / "mlruns" / "reports" / "e2e" / f).is_file()
+    # The report names the validation metric the best trial was selected on and, apart, its test numbers.
+    report = (tmp_path / "mlruns" / "reports" / "e2e" / "report.md").read_text()
+    best = study.best_trial
+    assert f"selected on best_val_acc = {best.value:.4g}" in report and "Selected on validation data" in report
+    held_out = report.split("test (held out)")[1].split("## Trials")[0]
+    assert f"test_acc={best.user_attrs['dlsuite.summary']['test_acc']:.4g}" in held_out
 
     # Resume with a larger budget: a trial is added, the first three stay as they were.
     before = [(t.number, t.value, t.params) for t in study.trials]
@@ -439,7 +492,7 @@ def _register_cuda_hog() -> None:
 @needs_gpu
 def test_cuda_oom_trial_is_recorded_and_the_study_goes_on(store: str, tmp_path: Path) -> None:
     _register_cuda_hog()
-    body = "space:\n  model.hog_gib: [0.0, 100000.0]\nmetric: test_acc\nn_trials: 2\n"
+    body = "space:\n  model.hog_gib: [0.0, 100000.0]\nmetric: best_val_acc\nn_trials: 2\n"
     path = write_study(tmp_path, body, name="oom")
     spec = load_study_spec(path, ["model.name=test_cuda_hog", "trainer.accelerator=gpu"])
     study = open_study(spec, resolve_storage())
@@ -466,3 +519,30 @@ def test_parallel_workers_share_a_gpu(store: str, tmp_path: Path) -> None:
     # each worker saw exactly the one GPU it was pinned to
     devices = {r.data.params["env.device"] for r in children}
     assert all(d.startswith("cuda:") and d.endswith(" x1") for d in devices), devices
+
+
+@pytest.mark.parametrize("metric", ["best_val_acc", "test_acc"])
+def test_report_shows_the_selected_trials_validation_and_test_numbers_apart(metric: str) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from dlsuite.reports.study import render
+
+    study = optuna.create_study(study_name="r", direction="maximize")
+    study.set_user_attr("dlsuite.metrics", [metric])
+    for lr, val, test in [(0.01, 0.90, 0.88), (0.1, 0.80, 0.91)]:
+        summary = {"best_val_acc": val, "final_val_loss": 0.3, "test_acc": test, "test_loss": 0.4}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=summary[metric],
+                params={"optim.lr": lr},
+                distributions={"optim.lr": FloatDistribution(1e-3, 1.0, log=True)},
+                user_attrs={"dlsuite.summary": summary},
+            )
+        )
+    text = render(study)
+    selected = text.split("test (held out)")[1].split("## Trials")[0]
+    if metric == "best_val_acc":  # trial 0 wins on validation, though trial 1 tests better
+        assert "Selected on validation data" in text and "\n0 " in selected
+        assert "best_val_acc=0.9, final_val_loss=0.3" in selected and "test_acc=0.88, test_loss=0.4" in selected
+    else:
+        assert "optimistic estimate" in text and "\n1 " in selected and "test_acc=0.91" in selected

@@ -18,6 +18,7 @@ from dlsuite.models import apply_init, create_model
 from dlsuite.runner.finders import tune_batch_size, tune_lr
 from dlsuite.runner.protocols import mean_history
 from dlsuite.runner.run import TrainingDiverged, train
+from dlsuite.runner.summary import summary_names
 
 from .conftest import TINY, tiny_config
 
@@ -168,6 +169,8 @@ def test_kfold_makes_one_child_per_fold_and_records_mean_and_std(store: str) -> 
     folds = [m[f"fold{i}_best_val_acc"] for i in range(3)]
     assert m["cv_best_val_acc_mean"] == pytest.approx(sum(folds) / 3)
     assert parent.info.status == "FINISHED" and parent.data.tags["dlsuite.protocol"] == "kfold"
+    cfg = tiny_config(*QUIET, "trainer.max_epochs=1", "data.folds=3")
+    assert set(res.metrics) <= summary_names(cfg), set(res.metrics) - summary_names(cfg)
 
 
 @pytest.mark.slow
@@ -186,6 +189,12 @@ def test_bagging_trains_members_on_bootstrap_samples(store: str) -> None:
     history = client.get_metric_history(res.run_id, "gap_acc")
     assert sorted(m.step for m in history) == [0, 1] and [r["epoch"] for r in res.history] == [0.0, 1.0]
     assert res.metrics["test_acc"] == res.metrics["ensemble_test_acc"]  # the ensemble's own figure wins
+    # ... and so does its validation accuracy, what a search selects on; the members' mean has its own name.
+    assert res.metrics["best_val_acc"] == res.metrics["ensemble_val_acc"] and 0 <= res.metrics["ensemble_val_acc"] <= 1
+    member_val = [client.get_run(c.info.run_id).data.metrics["best_val_acc"] for c in children]
+    assert res.metrics["member_best_val_acc_mean"] == pytest.approx(sum(member_val) / 2)
+    cfg = tiny_config(*QUIET, "trainer.max_epochs=2", "regularization.ensemble={method: bagging, members: 2}")
+    assert set(res.metrics) <= summary_names(cfg), set(res.metrics) - summary_names(cfg)
 
 
 def test_mean_history_keeps_the_epochs_and_numbers_every_member_has() -> None:

@@ -115,6 +115,25 @@ def test_image_folder_run(store: str, tmp_path: Path) -> None:
     assert result.status == "FINISHED" and result.metrics["num_params"] > 0
 
 
+def test_image_folder_with_its_own_val_folder_trains_on_those_splits(store: str, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    make_image_folder(root / "train", per_class=8)
+    make_image_folder(root / "val", per_class=3)
+    make_image_folder(root / "test", per_class=2)
+    cfg = tiny_config(
+        f"data.root={root}",
+        "data.name=image_folder",
+        "data.image_size=8",
+        "data.train_samples=null",
+        "trainer.max_epochs=1",
+    )
+    result = train(cfg)
+    assert result.status == "FINISHED" and result.task.num_classes == 3
+    params = MlflowClient(store).get_run(result.run_id).data.params
+    assert (params["data.n_train"], params["data.n_val"], params["data.n_test"]) == ("24", "9", "6")
+    assert "val_acc" in result.history[0] and 0.0 <= result.metrics["best_val_acc"] <= 1.0
+
+
 def test_mlp_and_schedules_and_sgd(store: str) -> None:
     result = train(
         tiny_config(

@@ -18,6 +18,7 @@ from dlsuite.models import MODELS, create_model, list_models
 from dlsuite.models.api import Preset, model_knobs
 from dlsuite.models.cost import model_cost, trace_conv_stack
 from dlsuite.runner.run import train
+from dlsuite.runner.summary import summary_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "models").glob("*.yaml"))
@@ -107,6 +108,7 @@ def test_seq2seq_learns_to_reverse(store: str) -> None:
     # chance is 10% per token; a few epochs with attention are far above it
     assert result.metrics["test_acc"] > 0.5
     assert 0.0 <= result.metrics["test_seq_acc"] <= result.metrics["test_acc"]
+    assert set(result.metrics) <= summary_names(cfg)  # what a study objective may name
 
 
 @pytest.mark.slow  # ~30-40 s on a loaded 2-core CPU (data generation, MLflow store)
@@ -122,6 +124,8 @@ def test_reconstruction_trains_a_vae(store: str) -> None:
     )
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < first["train_loss"]
+    names = summary_names(cfg)  # what a study objective may name: no accuracy for a reconstruction
+    assert set(result.metrics) <= names and "best_val_acc" not in names and "best_val_loss" in names
 
 
 def test_reconstruction_logs_the_learning_rate_each_epoch_trained_with(store: str) -> None:

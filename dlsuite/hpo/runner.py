@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 
 RUN_ID_ATTR = "mlflow_run_id"
 REASON_ATTR = "fail_reason"
+# A trial's validation and test summary numbers, so a report can show the selected trial's test
+# metrics apart from the validation metric it was selected on (without asking MLflow).
+SUMMARY_ATTR = "dlsuite.summary"
+SUMMARY_PREFIXES = ("best_val_", "final_val_", "test_", "ensemble_val_", "ensemble_test_")
+
+
+def summary_attr(metrics: dict[str, float]) -> dict[str, float]:
+    """The validation and test numbers of a trial's metrics, for :data:`SUMMARY_ATTR`."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(SUMMARY_PREFIXES) and v == v}
 
 
 @dataclass

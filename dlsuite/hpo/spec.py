@@ -6,7 +6,13 @@ Two study types share one schema and one machinery (storage, workers, crash reco
 - ``type: compare``: every (variant, seed) pair is one fixed trial, for statistics over seeds.
 
 Everything is validated before any trial runs: each searched key is applied to the base config at its
-bounds and choices, so an unknown key or a value the config refuses is reported up front.
+bounds and choices, so an unknown key or a value the config refuses is reported up front, and each
+objective metric must be one a run of the study produces.
+
+A search selects hyperparameters, so it optimises a validation metric (default ``best_val_acc``): a
+test metric as a search objective is refused unless the file says ``select_on_test: true``, since the
+best trial's test accuracy would then be an optimistic estimate. Compare studies select nothing and
+compare their variants on test metrics (default ``test_acc``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from dlsuite.paths import safe_segment
 
 Direction = Literal["maximize", "minimize"]
 RUN_SECTIONS = ("data", "model", "task", "optim", "regularization", "trainer", "tracking")
+SEARCH_METRIC = "best_val_acc"  # default objective of a search (validation data)
+COMPARE_METRIC = "test_acc"  # default metric a compare study reports (it selects nothing)
+VALIDATION_METRICS = "best_val_acc (maximize), best_val_loss or final_val_loss (minimize)"
+
+
+def is_test_metric(metric: str) -> bool:
+    """Whether ``metric`` is measured on test data (``test_acc``, ``ensemble_test_acc``, ``cv_test_acc_mean``...)."""
+    return "test" in metric.split("_")
 
 
 class _Strict(BaseModel):
@@ -165,6 +179,9 @@ class StudySpec(_Strict):
     ``mlruns/optuna/journal.log``."""
     experiment: str | None = None
     """MLflow experiment of the parent and trial runs (default: the study name)."""
+    select_on_test: bool = False
+    """``search``: allow a test metric as objective. Off by default: hyperparameters chosen on the test set
+    make the best trial's test accuracy an optimistic estimate; select on validation data instead."""
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
@@ -202,7 +219,8 @@ class StudySpec(_Strict):
         if self.metric is not None and self.objectives:
             raise ValueError("give either 'metric'/'direction' or 'objectives', not both")
         if not self.objectives:
-            self.objectives = [ObjectiveSpec(metric=self.metric or "test_acc", direction=self.direction)]
+            default = SEARCH_METRIC if self.type == "search" else COMPARE_METRIC
+            self.objectives = [ObjectiveSpec(metric=self.metric or default, direction=self.direction)]
         self.metric = None  # normalised into objectives (so the spec round-trips through JSON to workers)
         if self.type == "search":
             if not self.space:
@@ -211,6 +229,14 @@ class StudySpec(_Strict):
                 raise ValueError("'variants' and 'tune' belong to type: compare")
             if self.n_trials is None and self.timeout is None and self.sampler.name != "grid":
                 raise ValueError("set a budget: n_trials and/or timeout")
+            on_test = [o.metric for o in self.objectives if is_test_metric(o.metric)]
+            if on_test and not self.select_on_test:
+                raise ValueError(
+                    f"a search selects hyperparameters on its objective, and {', '.join(on_test)} is measured on "
+                    "the test set, which makes the best trial's test accuracy an optimistic estimate; select on "
+                    f"validation data: {VALIDATION_METRICS} (the report still shows the test metrics), "
+                    "or set select_on_test: true to do it anyway"
+                )
         else:
             if not self.variants:
                 raise ValueError("a compare study needs 'variants' (name -> list of key=value)")
@@ -220,6 +246,8 @@ class StudySpec(_Strict):
                 raise ValueError("'seeds' must be a non-empty list of distinct ints")
             if len(self.objectives) != 1:
                 raise ValueError("a compare study has one metric")
+            if self.select_on_test:
+                raise ValueError("'select_on_test' belongs to type: search (a compare study selects nothing)")
             unknown = set(self.tune) - set(self.variants)
             if unknown:
                 raise ValueError(f"'tune' names no variant: {sorted(unknown)}; variants: {list(self.variants)}")
@@ -291,12 +319,30 @@ def _check_one_device(cfg: RunConfig, where: str) -> None:
         )
 
 
+def _check_objectives(spec: StudySpec, base: RunConfig) -> None:
+    """Refuse an objective metric that a run of the study does not produce (every variant's, for compare)."""
+    from dlsuite.runner.summary import summary_names
+
+    configs = {"": base} if spec.type == "search" else {v: spec.run_config(variant=v) for v in spec.variants}
+    for where, cfg in configs.items():
+        names = summary_names(cfg)
+        for o in spec.objectives:
+            if o.metric not in names:
+                whose = f"variant {where!r}" if where else f"study {spec.name}"
+                hint = VALIDATION_METRICS if spec.type == "search" else "test_acc, test_loss, best_val_acc, ..."
+                raise ConfigError(
+                    f"objective metric {o.metric!r} is not produced by a run of {whose}"
+                    f"{did_you_mean(o.metric, names)}; e.g. {hint}; all: {', '.join(sorted(names))}"
+                )
+
+
 def validate(spec: StudySpec) -> None:
     """Check everything that can be checked before a trial runs; raise ConfigError naming the problem."""
     from dlsuite.hpo.samplers import check_pruner, check_sampler
 
     base = spec.run_config()
     _check_one_device(base, f"study {spec.name}")
+    _check_objectives(spec, base)
     check_sampler(spec.sampler.name, spec.sampler.options, len(spec.objectives))
     check_pruner(spec.pruner.name, spec.pruner.options)
     if spec.pruner.name != "none" and base.data.val_fraction == 0 and not base.data.args.get("val_samples"):

@@ -24,7 +24,16 @@ import optuna
 from optuna.trial import TrialState
 
 from dlsuite.errors import ConfigError, DlsuiteError
-from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR, TrainRunner, TrialContext, TrialOutcome, TrialRunner
+from dlsuite.hpo.runner import (
+    REASON_ATTR,
+    RUN_ID_ATTR,
+    SUMMARY_ATTR,
+    TrainRunner,
+    TrialContext,
+    TrialOutcome,
+    TrialRunner,
+    summary_attr,
+)
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
@@ -257,6 +266,8 @@ def run_one(
         trial.set_user_attr(RUN_ID_ATTR, outcome.run_id)
     if outcome.reason:
         trial.set_user_attr(REASON_ATTR, outcome.reason)
+    if outcome.metrics:
+        trial.set_user_attr(SUMMARY_ATTR, summary_attr(outcome.metrics))
     if outcome.run_id:
         trial.set_user_attr(RUN_ID_ATTR, outcome.run_id)
     state = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}[outcome.state]

@@ -186,6 +186,10 @@ def model_cost(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
     return facts
 
 
+# The numeric facts of model_cost, i.e. the metric names cost_metrics can return.
+COST_METRICS = ("num_params", "num_trainable_params", "flops_per_example", "receptive_field", "conv_layers")
+
+
 def cost_metrics(facts: dict[str, Any]) -> dict[str, float]:
     """The numeric facts, without the ``model.`` prefix, for logging as MLflow metrics."""
     return {

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dlsuite.errors import DlsuiteError
+from dlsuite.reports.plots import plot_effects, plot_gaps, plot_learning_curves
 from dlsuite.reports.stats import Paired, Summary, describe_seeds, holm, paired_test, rank
 from dlsuite.tracking import record
 
@@ -46,6 +45,16 @@ class ChildRun:
     """Per-epoch histories (``train_acc``...) as (epoch, value) pairs."""
     tuned: dict[str, str] = field(default_factory=dict)
     """Strengths a per-variant search settled on (``dlsuite.tuned.<key>`` params or tags)."""
+    protocol: str | None = None
+    """``bagging`` or ``kfold`` when the trial was a protocol's parent run (``dlsuite.protocol`` tag)."""
+
+    def best_val_acc(self) -> tuple[float, str]:
+        """The run's best validation accuracy and what it is: a single model's (``""``), a bagged
+        ensemble's (``"ensemble"``), or the members' mean (older bagging records, k-fold)."""
+        if self.protocol == "bagging" and record.ENSEMBLE_VAL_ACC in self.metrics:
+            return self.metrics[record.ENSEMBLE_VAL_ACC], "ensemble"
+        source = {"bagging": "members' mean", "kfold": "mean over folds"}.get(self.protocol or "", "")
+        return self.metrics.get(record.BEST_VAL_ACC, math.nan), source
 
 
 @dataclass
@@ -66,6 +75,8 @@ class VariantRow:
     p_holm: float = math.nan
     rank: int = 0
     tuned: dict[str, str] = field(default_factory=dict)
+    val_source: str = ""
+    """What ``best_val_acc`` is when not a single model's: ``ensemble``, ``members' mean``..."""
 
 
 @dataclass
@@ -151,7 +162,15 @@ def load_children(client: Any, parent_run_id: str, curves: Sequence[str] = CURVE
             for k, v in {**run.data.params, **tags}.items()
             if k.startswith(record.TUNED_PREFIX)
         }
-        child = ChildRun(run.info.run_id, variant, seed, run.info.status, dict(run.data.metrics), tuned=tuned)
+        child = ChildRun(
+            run.info.run_id,
+            variant,
+            seed,
+            run.info.status,
+            dict(run.data.metrics),
+            tuned=tuned,
+            protocol=tags.get(record.PROTOCOL),
+        )
         if child.status == "FINISHED":
             for key in curves:
                 hist = client.get_metric_history(run.info.run_id, key)
@@ -222,9 +241,16 @@ def build_comparison(
             if c.variant == variant and c.status == "FINISHED"
         }
 
+    def val_per_seed(variant: str) -> tuple[dict[int, float], str]:
+        finished = [c for c in children if c.variant == variant and c.status == "FINISHED"]
+        values = {c.seed: c.best_val_acc() for c in finished}
+        sources = sorted({src for _, src in values.values()})
+        return {s: v for s, (v, _) in values.items()}, "/".join(x for x in sources if x)
+
     rows = []
     for v in variants:
         done = per_seed(v, metric)
+        val_acc, val_source = val_per_seed(v)
         tuned: dict[str, set[str]] = {}
         for c in children:
             if c.variant == v and c.status == "FINISHED":
@@ -236,7 +262,7 @@ def build_comparison(
                 seeds=sorted(done),
                 failed=sum(1 for c in children if c.variant == v and c.status != "FINISHED"),
                 metric=describe_seeds(list(done.values()), confidence),
-                best_val_acc=describe_seeds(list(per_seed(v, "best_val_acc").values()), confidence),
+                best_val_acc=describe_seeds(list(val_acc.values()), confidence),
                 final_gap_acc=describe_seeds(list(per_seed(v, "final_gap_acc").values()), confidence),
                 best_epoch=describe_seeds(list(per_seed(v, "best_epoch").values()), confidence),
                 vs_baseline=None if v == base else paired_test(done, per_seed(base, metric), confidence),
@@ -244,6 +270,7 @@ def build_comparison(
                 if v == base
                 else paired_test(per_seed(v, "final_gap_acc"), per_seed(base, "final_gap_acc"), confidence),
                 tuned={k: "/".join(sorted(vals)) for k, vals in tuned.items()},
+                val_source=val_source,
             )
         )
     adjusted = holm({r.variant: r.vs_baseline.t_p for r in rows if r.vs_baseline is not None})
@@ -306,7 +333,7 @@ def table_rows(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
             r.variant + (" (baseline)" if r.variant == cmp.baseline else ""),
             f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else ""),
             _pm(r.metric),
-            _pm(r.best_val_acc),
+            _pm(r.best_val_acc) + (f" ({r.val_source})" if r.val_source else ""),
             _pm(r.final_gap_acc),
             _pm(r.best_epoch, 1),
             _signed(vs.diff) if vs else "-",
@@ -327,11 +354,18 @@ def caption(cmp: Comparison) -> str:
     seeds = sorted({s for r in cmp.rows for s in r.seeds})
     what = f"study {cmp.study!r}" if cmp.study else "comparison"
     parent = f" (parent run {cmp.parent_run_id})" if cmp.parent_run_id else ""
-    return (
+    text = (
         f"{what}{parent}: {cmp.metric} ({'higher' if cmp.maximize else 'lower'} is better), "
         f"mean ± {cmp.confidence:.0%} CI (t) over seeds {seeds}; Δ and p: paired over seeds "
         f"against {cmp.baseline!r}; Δ gap < 0 narrows the train-validation gap"
     )
+    if any(r.val_source for r in cmp.rows):
+        text += (
+            "; best_val_acc (ensemble): the bagged ensemble's own validation accuracy, like its test numbers; "
+            "(members' mean) / (mean over folds): the members' average, not the ensemble's; "
+            "final_gap_acc and best_epoch of such rows: the members' means"
+        )
+    return text
 
 
 def format_table(cmp: Comparison) -> str:
@@ -385,133 +419,6 @@ def records(cmp: Comparison) -> list[dict[str, Any]]:
     return out
 
 
-# -- plots -----------------------------------------------------------------------------------------
-def _curve_stats(
-    children: Sequence[ChildRun], variant: str, key: str, confidence: float
-) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs, mean, and CI band of a per-epoch metric over the variant's seeds (epochs a seed lacks,
-    after early stopping, are averaged over the seeds that have them)."""
-    by_epoch: dict[int, list[float]] = {}
-    for c in children:
-        if c.variant == variant and c.status == "FINISHED":
-            for step, value in c.curves.get(key, []):
-                by_epoch.setdefault(step, []).append(value)
-    epochs = sorted(by_epoch)
-    sums = [describe_seeds(by_epoch[e], confidence) for e in epochs]
-    mean = [s.mean for s in sums]
-    lo = [s.lo if math.isfinite(s.lo) else s.mean for s in sums]
-    hi = [s.hi if math.isfinite(s.hi) else s.mean for s in sums]
-    return epochs, mean, lo, hi
-
-
-def _colours(n: int) -> list[Any]:
-    """Distinct colours: tab10 up to 10 variants (tab20's neighbours are pairs of near-equal shades)."""
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def plot_learning_curves(cmp: Comparison, path: Path) -> Path:
-    """Train (solid) and validation (dashed) accuracy and loss per epoch, mean with a CI band over seeds,
-    one colour per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    colours = _colours(len(cmp.rows))
-    for i, r in enumerate(cmp.rows):
-        colour = colours[i]
-        for ax, key in zip(axes, ("acc", "loss")):
-            for split, style in (("train", "-"), ("val", "--")):
-                epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, f"{split}_{key}", cmp.confidence)
-                if not epochs:
-                    continue
-                label = r.variant if split == "train" else None
-                if key == "loss":  # a log axis: keep the band's lower edge positive
-                    lo = [max(low, m / 10) for low, m in zip(lo, mean)]
-                ax.plot(epochs, mean, style, color=colour, lw=1.4, label=label)
-                ax.fill_between(epochs, lo, hi, color=colour, alpha=0.15, lw=0)
-    for ax, key in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[1].set_yscale("log")
-    axes[0].legend(fontsize=8, ncol=2, title="train — / validation - -")
-    fig.suptitle(f"learning curves: mean and {cmp.confidence:.0%} CI band over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_gaps(cmp: Comparison, path: Path) -> Path:
-    """Final train-validation accuracy gap per variant (bars with CI), and the gap per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted(cmp.rows, key=lambda r: r.final_gap_acc.mean if math.isfinite(r.final_gap_acc.mean) else math.inf)
-    fig, (bar, curve) = plt.subplots(1, 2, figsize=(13, max(4.0, 0.35 * len(rows) + 1.5)))
-    y = np.arange(len(rows))
-    means = [r.final_gap_acc.mean for r in rows]
-    err = [r.final_gap_acc.half_width if math.isfinite(r.final_gap_acc.half_width) else 0.0 for r in rows]
-    colours = ["tab:grey" if r.variant == cmp.baseline else "tab:blue" for r in rows]
-    bar.barh(y, means, xerr=err, color=colours, alpha=0.8, capsize=3)
-    bar.set_yticks(y, [r.variant for r in rows])
-    bar.invert_yaxis()
-    bar.axvline(0, color="black", lw=0.8)
-    bar.set_xlabel("final gap: train acc - validation acc")
-    bar.set_title(f"final gap per variant ({cmp.confidence:.0%} CI; baseline grey)")
-    cmap = _colours(len(cmp.rows))
-    for i, r in enumerate(cmp.rows):
-        epochs, mean, lo, hi = _curve_stats(cmp.children, r.variant, "gap_acc", cmp.confidence)
-        if epochs:
-            curve.plot(epochs, mean, color=cmap[i], lw=1.4, label=r.variant)
-            curve.fill_between(epochs, lo, hi, color=cmap[i], alpha=0.15, lw=0)
-    curve.set_xlabel("epoch")
-    curve.set_ylabel("gap (train - validation accuracy)")
-    curve.grid(alpha=0.3)
-    curve.legend(fontsize=8, ncol=2)
-    curve.set_title("gap per epoch (mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_effects(cmp: Comparison, path: Path) -> Path:
-    """Each variant's paired difference to the baseline with its CI (a forest plot)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in cmp.rows if r.vs_baseline is not None]
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.35 * len(rows) + 1.5)))
-    y = np.arange(len(rows))
-    for i, r in enumerate(rows):
-        assert r.vs_baseline is not None
-        d = r.vs_baseline.diff
-        err = d.half_width if math.isfinite(d.half_width) else 0.0
-        good = (d.lo > 0) if cmp.maximize else (d.hi < 0)
-        bad = (d.hi < 0) if cmp.maximize else (d.lo > 0)
-        colour = "tab:green" if good else "tab:red" if bad else "tab:grey"
-        ax.errorbar(d.mean, i, xerr=err, fmt="o", color=colour, capsize=3)
-    ax.set_yticks(y, [r.variant for r in rows])
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel(f"Δ {cmp.metric} vs {cmp.baseline} (paired over seeds, {cmp.confidence:.0%} CI)")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # -- writing and logging -----------------------------------------------------------------------------
 def write_comparison_files(cmp: Comparison, folder: str | Path) -> list[Path]:
     """Write ``comparison.{txt,md,csv,json}`` and the PNGs into ``folder``; return the paths."""
@@ -534,6 +441,7 @@ def write_comparison_files(cmp: Comparison, folder: str | Path) -> list[Path]:
     js.write_text(json.dumps({**meta, "parent_run_id": cmp.parent_run_id, "rows": recs, "runs": runs}, indent=1))
     paths += [txt, md, csv_path, js]
     paths.append(plot_learning_curves(cmp, out / "learning_curves.png"))
+    paths.append(plot_learning_curves(cmp, out / "loss_curves.png", key="loss"))
     paths.append(plot_gaps(cmp, out / "gaps.png"))
     if len(cmp.rows) > 1:
         paths.append(plot_effects(cmp, out / "effects.png"))

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlsuite.errors import DlsuiteError
 from dlsuite.hpo.runner import REASON_ATTR, RUN_ID_ATTR
-from dlsuite.hpo.spec import StudySpec
+from dlsuite.hpo.spec import StudySpec, is_test_metric
 from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
 from dlsuite.hpo.study import StudyResult
 from dlsuite.hpo.trials import RETRIED, STATES, retried_numbers, state_counts
@@ -144,20 +144,51 @@ def render(study: optuna.Study) -> str:
         ]
     elif complete and len(dirs) == 1:
         best = study.best_trial
-        lines += [f"## Best trial: {best.number}", "", f"{metrics[0]} = {_fmt(best.value)}", ""]
+        lines += [f"## Best trial: {best.number}", "", f"selected on {metrics[0]} = {_fmt(best.value)}", ""]
         lines += [f"- {k} = {_fmt(v)}" for k, v in best.params.items()]
         lines += [f"- MLflow run: {best.user_attrs.get('mlflow_run_id', '-')}", ""]
+        lines += _held_out(study, [best], metrics)
     elif complete:
         lines += ["## Pareto front", ""]
         for t in study.best_trials:
             vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(metrics, t.values))
             lines.append(f"- trial {t.number}: {vals}; {t.params}")
         lines.append("")
+        lines += _held_out(study, study.best_trials, metrics)
     else:
         lines += ["No COMPLETE trial yet.", ""]
     header, rows = trial_rows(study)
     lines += ["## Trials", "", "```", _table(rows, header), "```", ""]
     return "\n".join(lines)
+
+
+def _held_out(study: optuna.Study, trials: list[FrozenTrial], objectives: list[str]) -> list[str]:
+    """The selected trials' validation and test numbers, the test ones apart: they were not selected on
+    (unless the study says ``dlsuite.select_on_test``), so they estimate how the selection generalises."""
+    from dlsuite.hpo.runner import SUMMARY_ATTR  # here: `study list` need not import Lightning
+
+    on_test = [m for m in objectives if is_test_metric(m)]
+    lines = ["## Selected trial(s): validation and test metrics", ""]
+    if on_test:
+        lines += [
+            f"Selected on test data ({', '.join(on_test)}, select_on_test: true): the test numbers below are an "
+            "optimistic estimate.",
+            "",
+        ]
+    else:
+        lines += ["Selected on validation data; the test set played no part in the selection.", ""]
+    rows = []
+    for t in trials:
+        summary: dict[str, float] = t.user_attrs.get(SUMMARY_ATTR) or {}
+        val = {k: v for k, v in summary.items() if not is_test_metric(k)}
+        test = {k: v for k, v in summary.items() if is_test_metric(k)}
+        rows.append([str(t.number), _kv(val), _kv(test)])
+    lines += ["```", _table(rows, ["trial", "validation", "test (held out)"]), "```", ""]
+    return lines
+
+
+def _kv(d: dict[str, float]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in d.items()) or "-"
 
 
 def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
@@ -208,16 +239,19 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
     if done.empty:
         raise ValueError("no COMPLETE trial")
     by = {str(v): g[df.columns[2]].tolist() for v, g in done.groupby(done["variant"].astype(str), sort=False)}
-    _fig, ax = plt.subplots(figsize=(8, 5))
-    names = list(by)
+    # One row per variant (long names stay readable), best mean on top; seeds as dots, mean ± std in black.
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    names = sorted(by, key=lambda n: statistics.fmean(by[n]), reverse=reverse)
+    _fig, ax = plt.subplots(figsize=(8, max(3.0, 0.38 * len(names) + 1.5)))
     for i, n in enumerate(names):
-        ax.scatter([i] * len(by[n]), by[n], alpha=0.6)
-        ax.errorbar(
-            [i], [statistics.fmean(by[n])], yerr=[statistics.stdev(by[n]) if len(by[n]) > 1 else 0], fmt="k_", capsize=8
-        )
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{study.study_name}: {metric} per variant (points: seeds; bar: mean ± std)")
+        ax.scatter(by[n], [i] * len(by[n]), color="tab:blue", alpha=0.6, s=22, zorder=2)
+        sd = statistics.stdev(by[n]) if len(by[n]) > 1 else 0.0
+        ax.errorbar([statistics.fmean(by[n])], [i], xerr=[sd], fmt="D", color="black", ms=4, capsize=4, zorder=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel(metric)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{study.study_name}: {metric} per variant (dots: seeds; black: mean ± std; best first)")
     return ax
 
 
@@ -281,7 +315,9 @@ def _log_parent_metrics(client: Any, parent: str, study: optuna.Study) -> None:
     metrics = study.user_attrs.get(record.ATTR_METRICS) or ["value"]
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in study.trials):
         if study.user_attrs.get(record.ATTR_TYPE) != "compare":
-            ms.append(Metric(f"best_{metrics[0]}", float(study.best_value), ts, 0))
+            # the best trial's objective under its own name (best_val_acc, not best_best_val_acc)
+            name = metrics[0] if metrics[0].startswith("best_") else f"best_{metrics[0]}"
+            ms.append(Metric(name, float(study.best_value), ts, 0))
             client.set_tag(parent, "best_trial", str(study.best_trial.number))
     client.log_batch(parent, metrics=ms)
 

@@ -22,6 +22,20 @@ from dlsuite.tracking.runs import TrackedRun
 
 # Metrics of the children that are summarised (mean and std) in the parent of a cross-validation.
 CV_KEYS = ("best_val_acc", "final_val_acc", "final_val_loss", "final_gap_acc", "test_acc", "test_loss", "best_epoch")
+# The members' own end-of-run numbers a parent records as their mean (prefixes).
+MEMBER_FINALS = ("final_", "best_val_")
+# What a bagging parent adds beside ensemble_metrics: the ensemble's test and validation numbers under
+# the names single runs use (a study compares or selects on them like any run), the members' spread,
+# and the members' mean best validation accuracy (its own name: it is not the ensemble's).
+BAGGING_METRICS = (
+    "test_acc",
+    "test_loss",
+    record.BEST_VAL_ACC,
+    record.ENSEMBLE_VAL_ACC,
+    record.ENSEMBLE_VAL_LOSS,
+    "member_test_acc_std",
+    record.MEMBER_BEST_VAL_ACC_MEAN,
+)
 
 
 def protocol_of(cfg: RunConfig) -> str | None:
@@ -32,6 +46,26 @@ def protocol_of(cfg: RunConfig) -> str | None:
     if ens is not None and ens.method == "bagging":
         return "bagging"
     return None
+
+
+def member_config(cfg: RunConfig, kind: str) -> RunConfig:
+    """The config of a protocol's first member (a fold, a bagged model)."""
+    if kind == "kfold":
+        return _child(cfg, {"data.fold": 0})
+    return _child(cfg, {"regularization.ensemble": None, "data.bootstrap_seed": 0})
+
+
+def protocol_metric_names(kind: str, cfg: RunConfig, member_names: set[str]) -> set[str]:
+    """The summary names of a protocol's parent run, given those of one member (see ``summary_names``)."""
+    names = {k for k in member_names if k.startswith(MEMBER_FINALS)}
+    if kind == "kfold":
+        assert cfg.data.folds is not None
+        names |= {"cv_folds"}
+        names |= {f"cv_{k}_{s}" for k in CV_KEYS for s in ("mean", "std")}
+        names |= {f"fold{i}_{k}" for k in CV_KEYS for i in range(cfg.data.folds)}
+    else:
+        names |= {*record.ENSEMBLE_METRICS, *BAGGING_METRICS}
+    return names
 
 
 def _child(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
@@ -68,7 +102,7 @@ def mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, floa
 
 def member_finals(results: list[Any]) -> dict[str, float]:
     """Mean over the members of their own end-of-run numbers (``final_gap_acc``, ``best_val_acc``...)."""
-    keys = [k for k in results[0].metrics if k.startswith(("final_", "best_val_"))] if results else []
+    keys = [k for k in results[0].metrics if k.startswith(MEMBER_FINALS)] if results else []
     return {k: float(np.mean([r.metrics[k] for r in results])) for k in keys if all(k in r.metrics for r in results)}
 
 
@@ -173,22 +207,33 @@ def bagging(
         members.append((_child(cfg, changes), {record.MEMBER: str(i)}))
 
     def ensemble_figures(results: list[Any]) -> dict[str, float]:
-        probs, y = [], None
+        probs: dict[str, list[Any]] = {"test": [], "val": []}
+        labels: dict[str, Any] = {}
         for (child, _), r in zip(members, results):
-            # Each member normalises with the statistics of its own bootstrap sample: test it on its own view
-            # of the (shared) test split.
+            # Each member normalises with the statistics of its own bootstrap sample: evaluate it on its own
+            # view of the (shared) validation and test splits.
             dm = create_datamodule(child.data, child.seed)
             dm.prepare()
-            x_test, y = dm.splits["test"]
             model = r.task.model.cpu()
-            p, y = predict_probs(model, [(x_test[j : j + 1000], y[j : j + 1000]) for j in range(0, len(y), 1000)])
-            probs.append(p)
-        assert y is not None
-        out = ensemble_metrics(probs, y)
+            for split in probs:
+                x, y = dm.splits[split]
+                if len(y):
+                    batches = [(x[j : j + 1000], y[j : j + 1000]) for j in range(0, len(y), 1000)]
+                    p, labels[split] = predict_probs(model, batches)
+                    probs[split].append(p)
+        out = ensemble_metrics(probs["test"], labels["test"])
         accs = [r.metrics.get("test_acc", math.nan) for r in results]
         out["member_test_acc_std"] = float(np.std(accs, ddof=1))
-        # The bagged model's test accuracy is the ensemble's: studies compare it like any other run.
+        # The bagged model's numbers are the ensemble's: studies compare (test) and select (validation)
+        # on them like on any other run. The members' mean best_val_acc keeps a name of its own.
         out["test_acc"], out["test_loss"] = out["ensemble_test_acc"], out["ensemble_test_loss"]
+        member_val = [r.metrics[record.BEST_VAL_ACC] for r in results if record.BEST_VAL_ACC in r.metrics]
+        if len(member_val) == len(results):
+            out[record.MEMBER_BEST_VAL_ACC_MEAN] = float(np.mean(member_val))
+        if probs["val"]:
+            val = ensemble_metrics(probs["val"], labels["val"])
+            out[record.ENSEMBLE_VAL_ACC] = out[record.BEST_VAL_ACC] = val["ensemble_test_acc"]
+            out[record.ENSEMBLE_VAL_LOSS] = val["ensemble_test_loss"]
         return out
 
     return _run_children(cfg, "bagging", members, ensemble_figures, parent_run_id, tags, callbacks)

@@ -25,6 +25,7 @@ from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.models.cost import cost_metrics
 from dlsuite.models.hooks import HasTrackingTags
+from dlsuite.runner.summary import FINAL_KEYS
 from dlsuite.tasks.classification import ClassificationTask
 from dlsuite.techniques.callbacks import technique_callbacks
 from dlsuite.techniques.hooks import RecordsEpochs
@@ -83,22 +84,18 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
 
 
 def summarize_run(history: list[dict[str, float]], test: dict[str, float]) -> dict[str, float]:
-    """Final numbers of a run: test metrics, best validation and its epoch, final gap."""
+    """Final numbers of a run: test metrics, best validation accuracy (its epoch) and loss, final gap."""
     out = dict(test)
     vals = [r.get("val_acc", math.nan) for r in history]
     if vals and not all(math.isnan(v) for v in vals):
         i = int(np.nanargmax(vals))
         out["best_val_acc"] = vals[i]
         out["best_epoch"] = history[i]["epoch"]
+    losses = [r.get("val_loss", math.nan) for r in history]
+    if losses and not all(math.isnan(v) for v in losses):
+        out[record.BEST_VAL_LOSS] = float(np.nanmin(losses))
     if history:
-        last = history[-1]
-        out.update(
-            {
-                f"final_{k}": v
-                for k, v in last.items()
-                if k in ("train_acc", "train_loss", "gap_acc", "gap_loss", "val_acc", "val_loss")
-            }
-        )
+        out.update({f"final_{k}": v for k, v in history[-1].items() if k in FINAL_KEYS})
         out["epochs_trained"] = float(len(history))
     return out
 

@@ -29,6 +29,7 @@ class ClassificationTask(EpochTask):
     """
 
     MEANS = {"loss": "n", "acc": "n"}
+    EXTRA_METRICS = ("f1",)  # the torchmetrics collection below, on validation and test
 
     def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
         super().__init__(model, parts, num_classes, input_shape)

@@ -30,6 +30,12 @@ class EpochTask(LeanHooks, L.LightningModule):
     """
 
     MEANS: dict[str, str] = {}  # statistic -> the count it is divided by
+    EXTRA_METRICS: tuple[str, ...] = ()  # further per-stage numbers a subclass's stage_metrics adds
+
+    @classmethod
+    def stage_metric_names(cls) -> tuple[str, ...]:
+        """The numbers each stage reports (``acc``, ``loss``, ...; logged as ``val_acc``, ``test_acc``...)."""
+        return (*cls.MEANS, *cls.EXTRA_METRICS)
 
     def __init__(self, model: nn.Module, parts: Components, num_classes: int, input_shape: tuple[int, ...]) -> None:
         super().__init__()

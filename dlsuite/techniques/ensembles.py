@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from dlsuite.config import RunConfig
 from dlsuite.techniques.hooks import RecordsEpochs, WrapsModel
 from dlsuite.techniques.optim import cycle_ends
+from dlsuite.tracking import record
 
 
 @torch.no_grad()
@@ -36,6 +37,11 @@ def predict_probs(
         probs.append(model(x).softmax(-1))
         ys.append(y)
     return torch.cat(probs), torch.cat(ys)
+
+
+# Names ensemble_metrics returns, and what a snapshot ensemble adds to a run's test results.
+ENSEMBLE_METRICS = record.ENSEMBLE_METRICS
+SNAPSHOT_METRICS = record.SNAPSHOT_METRICS
 
 
 def ensemble_metrics(probs: Sequence[torch.Tensor], y: torch.Tensor) -> dict[str, float]:

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from dlsuite.config import TrainerConfig
+from dlsuite.tracking import record
 
 
 def cheap_cuda_check() -> None:
@@ -106,10 +107,14 @@ def step_callbacks(t: TrainerConfig) -> list[Callback]:
 class EpochTimer(Callback):
     """Wall time of every training epoch (validation and per-epoch logging included).
 
+    :meth:`summary` reports the names in ``SUMMARY_KEYS``.
+
     Boundaries are taken at epoch starts and at the end of training, after synchronising the
     device, so that queued GPU work is counted in the epoch that queued it. Only a few calls per
     epoch: nothing is added to the step.
     """
+
+    SUMMARY_KEYS = record.TIMER_METRICS
 
     def __init__(self) -> None:
         self.marks: list[float] = []

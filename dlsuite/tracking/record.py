@@ -69,6 +69,23 @@ ATTR_SEED = "seed"
 """A compare trial's variant and seed: also its Optuna params, so they keep Optuna's plain names."""
 
 
+# -- summary metrics read across modules ------------------------------------------------------------
+BEST_VAL_ACC = "best_val_acc"
+"""Validation accuracy of the best epoch; of a bagging parent, the ensemble's (= ENSEMBLE_VAL_ACC)."""
+BEST_VAL_LOSS = "best_val_loss"
+"""Lowest validation loss over the epochs (a validation objective to minimise)."""
+ENSEMBLE_VAL_ACC = "ensemble_val_acc"
+ENSEMBLE_VAL_LOSS = "ensemble_val_loss"
+"""A bagged ensemble's accuracy and NLL on the validation split (its averaged softmax)."""
+MEMBER_BEST_VAL_ACC_MEAN = "member_best_val_acc_mean"
+"""A bagging parent's members' mean best validation accuracy (not the ensemble's)."""
+ENSEMBLE_METRICS = ("ensemble_test_acc", "ensemble_test_loss", "ensemble_member_test_acc_mean", "ensemble_members")
+"""What an ensemble's test adds to a run's summary (snapshot ensembles and bagging parents)."""
+SNAPSHOT_METRICS = (*ENSEMBLE_METRICS, "ensemble_last_snapshot_epoch")
+TIMER_METRICS = ("epoch_time_s", "train_time_s", "steps_per_s", "compile_time_s")
+"""What the epoch timer (``techniques.speed.EpochTimer``) adds to a run's summary."""
+
+
 def tag_filter(key: str, value: str) -> str:
     """An MLflow ``search_runs`` filter on one tag (backquoted: the names contain dots)."""
     return f"tags.`{key}` = '{value}'"

@@ -8,11 +8,13 @@ owner is gone, ending them KILLED: no run stays RUNNING once the suite is starte
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 OWNER_TAG = record.OWNER
 ERROR_TAG = record.ERROR
+
+log = logging.getLogger(__name__)
 
 
 class Killed(KeyboardInterrupt):
@@ -104,6 +108,40 @@ def reap_orphans(c: Any, reason: str = "owner process died (killed?)") -> list[s
             c.set_terminated(run.info.run_id, status="KILLED")
             reaped.append(run.info.run_id)
     return reaped
+
+
+def store_exists(uri: str | None = None) -> bool:
+    """Whether the store at ``uri`` (resolved as :func:`~dlsuite.tracking.store.resolve_uri` does) is
+    there already; a server or database URI is taken to exist (asking would need a connection)."""
+    resolved = store.resolve_uri(uri)
+    if resolved.startswith("sqlite:///"):
+        return Path(resolved[len("sqlite:///") :]).is_file()
+    return True
+
+
+def reap_store(uri: str | None = None) -> list[str]:
+    """Reap orphaned runs in the store at ``uri`` if it exists (never creating it); return their ids.
+
+    Every command that opens the store calls this first (see ``dlsuite.cli.main``), so a run whose
+    process was killed with SIGKILL is ended by whatever command comes next, not only by the next
+    ``train``. It costs one search of RUNNING runs. A store that cannot be read is left alone: the
+    command itself will say what is wrong with it.
+    """
+    if not store_exists(uri):
+        return []
+    try:
+        return reap_orphans(store.client(uri))
+    except Exception as exc:  # noqa: BLE001  reaping is housekeeping; never fail the command over it
+        log.warning("could not look for orphaned runs in %s: %s", store.resolve_uri(uri), exc)
+        return []
+
+
+def reaped_note(reaped: list[str]) -> str:
+    """``ended 2 orphaned runs KILLED (their processes were gone: ab12cd34, ...)``."""
+    n = len(reaped)
+    ids = ", ".join(r[:8] for r in reaped[:5]) + (", ..." if n > 5 else "")
+    gone = "its process was" if n == 1 else "their processes were"
+    return f"ended {n} orphaned run{'s' if n != 1 else ''} KILLED ({gone} gone: {ids})"
 
 
 class TrackedRun:
