@@ -81,7 +81,7 @@ def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("list", help="list registered names of a kind", description=cmd_list.__doc__)
     p.add_argument("kind", nargs="?", help="models, datasets, optimizers, schedulers, losses, inits, ...")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'res*'")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, opens_store=True)  # reaps (cheaply) like every command: kill -9 leaves runs
 
 
 # -- ui ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ owner is gone, ending them KILLED: no run stays RUNNING once the suite is starte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -129,11 +130,31 @@ def reap_store(uri: str | None = None) -> list[str]:
     """
     if not store_exists(uri):
         return []
+    resolved = store.resolve_uri(uri)
+    if resolved.startswith("sqlite:///") and not _dead_owners_in_sqlite(Path(resolved[len("sqlite:///") :])):
+        return []  # nothing to reap: no MLflow import, no client (the common case costs milliseconds)
     try:
         return reap_orphans(store.client(uri))
     except Exception as exc:  # noqa: BLE001  reaping is housekeeping; never fail the command over it
         log.warning("could not look for orphaned runs in %s: %s", store.resolve_uri(uri), exc)
         return []
+
+
+def _dead_owners_in_sqlite(path: Path) -> bool:
+    """Whether a RUNNING run in the SQLite store at ``path`` has an owner that is gone (or the store
+    cannot be read this way, in which case the MLflow client decides)."""
+    import sqlite3
+
+    query = (
+        "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active' AND t.key = ?"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            owners = [row[0] for row in db.execute(query, (OWNER_TAG,))]
+    except sqlite3.Error:
+        return True
+    return any(owner_dead(o) for o in owners)
 
 
 def reaped_note(reaped: list[str]) -> str:
