@@ -1,0 +1,42 @@
+"""Names the suite writes into MLflow: experiment tags, run tags and params, and small helpers.
+
+One flat module of constants so that every writer and every reader (reports, tests, the UI docs)
+agree on a name. Tags MLflow itself reads (``mlflow.*``) are named here too, with where they come from.
+"""
+
+from __future__ import annotations
+
+# -- experiment tags ---------------------------------------------------------------------------
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's UI opens an experiment on the page its kind names; without it the UI may infer a GenAI
+experiment and open on Traces. The values are the UI's ``ExperimentKind`` enum (mlflow 3.17 JS bundle)."""
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+"""``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT``, shown as "Machine learning": the UI opens on the runs table."""
+
+# -- run tags ----------------------------------------------------------------------------------
+STATE_TAG = "dlsuite.state"
+"""How a study trial ended in Optuna terms (COMPLETE, PRUNED, FAIL), beside MLflow's run status, which
+cannot say PRUNED. Shown as a column in the runs table (Columns -> Tags)."""
+PRUNED_AT_TAG = "dlsuite.pruned_at_epoch"
+"""The epoch after which a pruned trial was stopped."""
+OBJECTIVE_TAG = "dlsuite.objective"
+"""On a study's parent run: the metric(s) the study optimises and their direction."""
+BEST_TRIAL_TAG = "dlsuite.best_trial"
+"""On a study's parent run: the number of the best trial (first best for several objectives)."""
+BEST_RUN_TAG = "dlsuite.best_run_id"
+"""On a study's parent run: the MLflow run id of the best trial."""
+
+# -- params ------------------------------------------------------------------------------------
+SEARCHED_PREFIX = "search."
+"""Params ``search.<key>`` on a search trial hold the values the sampler chose (the full config is
+logged too, under its dotted keys): a user picks these columns to compare trials."""
+BEST_PREFIX = "best."
+"""Params ``best.<key>`` on a study's parent run: the best trial's searched values."""
+
+# -- metrics -----------------------------------------------------------------------------------
+OBJECTIVE_METRIC_PREFIX = "best_"
+"""On a study's parent run: ``best_<metric>`` is the best trial's value of each objective metric."""
+
+# -- dataset inputs ----------------------------------------------------------------------------
+DATASET_CONTEXT_TRAIN = "training"
+"""``mlflow.data`` input context tag of a run's dataset (the split sizes are in the dataset's profile)."""
