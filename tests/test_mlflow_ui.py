@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from dlsuite.tracking import record, store
+from dlsuite.tracking import record
+from dlsuite.tracking.store import experiment_id
 from dlsuite.train.run import train
 from tests.conftest import tiny_config
 
@@ -16,7 +17,7 @@ def test_experiments_are_marked_as_model_training(store: str) -> None:
     result = train(tiny_config("tracking.experiment=kind", "trainer.max_epochs=1"))
     assert result.status == "FINISHED"
     assert record.EXPERIMENT_KIND_TAG not in c.get_experiment(made_by_hand).tags
-    assert store.experiment_id(c, "old") == made_by_hand  # the suite's lookup marks it on first use
+    assert experiment_id(c, "old") == made_by_hand  # the suite's lookup marks it on first use
     for name in ("kind", "old"):
         exp = c.get_experiment_by_name(name)
         assert exp.tags[record.EXPERIMENT_KIND_TAG] == record.EXPERIMENT_KIND_TRAINING, name
