@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dlsuite.train.run import TrainingDiverged, is_rank_zero, train
 
     try:
-        result = train(cfg)
+        result = train(cfg, overrides=args.set)
     except TrainingDiverged as exc:
         print(f"dlsuite: run FAILED: {exc}", file=sys.stderr)
         return EXIT_DIVERGED

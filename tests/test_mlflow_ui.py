@@ -21,3 +21,22 @@ def test_experiments_are_marked_as_model_training(store: str) -> None:
     for name in ("kind", "old"):
         exp = c.get_experiment_by_name(name)
         assert exp.tags[record.EXPERIMENT_KIND_TAG] == record.EXPERIMENT_KIND_TRAINING, name
+
+
+def test_two_runs_of_one_config_get_different_names(store: str) -> None:
+    cfg = ("tracking.experiment=names", "trainer.max_epochs=1", "tracking.plots=false")
+    first = train(tiny_config(*cfg))
+    second = train(tiny_config(*cfg), overrides=["optim.lr=0.01", "tracking.plots=false"])
+    c = MlflowClient(store)
+    names = [c.get_run(r.run_id).info.run_name for r in (first, second)]
+    assert names == ["cnn-mnist1d-1", "cnn-mnist1d-2 lr=0.01"]  # numbered; overrides shown, tracking.* not
+    assert c.get_run(second.run_id).data.tags[record.OVERRIDES_TAG] == "optim.lr=0.01 tracking.plots=false"
+    named = train(tiny_config(*cfg, "tracking.run_name=mine"))
+    assert c.get_run(named.run_id).info.run_name == "mine"  # an explicit name is kept as given
+
+
+def test_run_name_numbering_and_labels() -> None:
+    assert record.numbered("a", ["a-1", "a-3 lr=0.1", "ab-9", "a-x"]) == "a-4"
+    assert record.numbered("a", []) == "a-1"
+    assert record.label({"optim.lr": 0.0031234, "data.batch_size": 64}) == "lr=0.00312 batch_size=64"
+    assert len(record.label({f"k{i}": i for i in range(40)}, width=20)) == 20

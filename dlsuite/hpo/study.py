@@ -29,7 +29,7 @@ from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
 from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
 from dlsuite.hpo.tuning import tune_variants, tuned_params
-from dlsuite.tracking import store
+from dlsuite.tracking import record, store
 from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, owner_alive, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def _trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Any, dict[str, 
         build = lambda: spec.run_config({"seed": seed, **tuned}, variant=variant)  # noqa: E731
     else:
         params = suggest(trial, spec)
-        name = f"{spec.name}-{trial.number:03d}"
+        name = f"{spec.name}-{trial.number:03d} {record.label(params)}".strip()
         build = lambda: spec.run_config(params)  # noqa: E731
     try:
         return build(), tags, name

@@ -40,3 +40,30 @@ OBJECTIVE_METRIC_PREFIX = "best_"
 # -- dataset inputs ----------------------------------------------------------------------------
 DATASET_CONTEXT_TRAIN = "training"
 """``mlflow.data`` input context tag of a run's dataset (the split sizes are in the dataset's profile)."""
+
+OVERRIDES_TAG = "dlsuite.overrides"
+"""On a ``dlsuite train`` run: the ``--set`` overrides it was started with, as typed."""
+
+
+# -- run names ---------------------------------------------------------------------------------
+def short_value(v: object) -> str:
+    """A value as a run name shows it: floats to 3 significant digits, the rest as text."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def label(values: dict[str, object], width: int = 60) -> str:
+    """``lr=0.00312 batch_size=64``: dotted keys shortened to their last part, cut to ``width``."""
+    text = " ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in values.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def numbered(base: str, existing: list[str]) -> str:
+    """``base-N``, N one more than the highest ``base-<n>`` in ``existing`` (a run name may carry a
+    label after a space), so runs of one config are told apart in the order they were started."""
+    import re
+
+    pattern = re.compile(re.escape(base) + r"-(\d+)(?: .*)?")
+    seen = [int(m.group(1)) for name in existing if (m := pattern.fullmatch(name))]
+    return f"{base}-{max(seen, default=0) + 1}"

@@ -26,7 +26,7 @@ from dlsuite.errors import DlsuiteError
 from dlsuite.models import apply_init, count_params, create_model
 from dlsuite.models.cost import cost_metrics, model_cost
 from dlsuite.tasks import create_task
-from dlsuite.tracking import plots
+from dlsuite.tracking import plots, record
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
@@ -184,6 +184,7 @@ def train(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     callbacks: list[Callback] | None = None,
+    overrides: list[str] | None = None,
 ) -> RunResult:
     """Train, validate and test one run as ``cfg`` describes, recording it in MLflow.
 
@@ -192,6 +193,9 @@ def train(
         parent_run_id: MLflow run to attach this run to as a child (studies, folds).
         tags: extra tags for the MLflow run.
         callbacks: extra Lightning callbacks (pruning, diagnostics...).
+        overrides: the ``key=value`` overrides ``cfg`` was made with, shown in the run's name.
+            Without ``tracking.run_name`` a run is named ``<config>-N`` (N counts the experiment's
+            runs of that config), then the overrides: ``mnist1d_cnn-3 lr=0.01``.
 
     Raises:
         DlsuiteError: bad data or settings, before any run is created; TrainingDiverged on NaN loss.
@@ -215,9 +219,18 @@ def train(
     tags = {**getattr(model, "tracking_tags", {}), **(tags or {})}
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
-        name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
+        name = cfg.tracking.run_name or cfg.name or f"{cfg.model.name}-{cfg.data.name}"
+        shown = {k: v for k, _, v in (o.partition("=") for o in overrides or []) if not k.startswith("tracking.")}
+        if overrides:
+            tags[record.OVERRIDES_TAG] = " ".join(overrides)[:5000]
         tracked = TrackedRun(
-            cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), **(tags or {})}, parent_run_id
+            cfg.tracking.uri,
+            cfg.tracking.experiment,
+            name,
+            {**run_tags(cfg), **tags},
+            parent_run_id,
+            number=cfg.tracking.run_name is None,
+            label=record.label(dict(shown)) if cfg.tracking.run_name is None else "",
         )
     ckpt_dir = tempfile.mkdtemp(prefix="dlsuite-ckpt-")
     try:

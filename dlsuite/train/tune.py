@@ -74,7 +74,8 @@ def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
     name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
-    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), "dlsuite.tune": kind}, None)
+    tags = {**run_tags(cfg), "dlsuite.tune": kind}
+    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, tags, None, number=True)
     with tracked:
         from mlflow.entities import Param
 
