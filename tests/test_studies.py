@@ -221,6 +221,10 @@ pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
     run = mlflow.MlflowClient(store).get_run(second.user_attrs["mlflow_run_id"])
     assert run.data.tags["optuna.state"] == "PRUNED"
     assert run.data.metrics["epochs_trained"] < 4
+    # the state shows in the runs table: in the name (tags are columns only on request); the run
+    # itself ran to its (early) end, was tested and logged, so it is FINISHED, not KILLED
+    assert run.info.run_name == f"prune-001 lr=1e-07 (pruned at epoch {int(run.data.metrics['epochs_trained']) - 1})"
+    assert run.info.status == "FINISHED"
 
 
 def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 OWNER_ATTR = "dlsuite.owner"
 REQUEUED_ATTR = "dlsuite.requeued"
 PARENT_ATTR = "mlflow_parent_run_id"
-STATE_TAG = "optuna.state"
+STATE_TAG = record.TRIAL_STATE_TAG
 EXIT_CONFIG = 2
 
 
@@ -280,6 +280,9 @@ def run_one(
     except (ValueError, RuntimeError) as exc:  # told already (re-queued by a worker that thought us dead)
         log.warning("trial %d could not be told %s: %s", trial.number, outcome.state, exc)
     mlflow_end(client, outcome.run_id, outcome.state, outcome.reason if outcome.state == "FAIL" else None)
+    if outcome.state == "PRUNED" and outcome.run_id and client is not None:
+        # MLflow has no PRUNED status and the table shows tags only on request: the name says it.
+        client.update_run(outcome.run_id, name=f"{run_name} ({outcome.reason or 'pruned'})")
     return outcome
 
 

@@ -14,11 +14,10 @@ EXPERIMENT_KIND_TRAINING = "custom_model_development"
 """``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT``, shown as "Machine learning": the UI opens on the runs table."""
 
 # -- run tags ----------------------------------------------------------------------------------
-STATE_TAG = "dlsuite.state"
-"""How a study trial ended in Optuna terms (COMPLETE, PRUNED, FAIL), beside MLflow's run status, which
-cannot say PRUNED. Shown as a column in the runs table (Columns -> Tags)."""
-PRUNED_AT_TAG = "dlsuite.pruned_at_epoch"
-"""The epoch after which a pruned trial was stopped."""
+TRIAL_STATE_TAG = "optuna.state"
+"""How a study trial ended in Optuna terms (RUNNING, COMPLETE, PRUNED, FAIL), beside MLflow's run status,
+which cannot say PRUNED: a pruned trial's run ends FINISHED (it was stopped on purpose, then tested and
+logged like any other; KILLED means interrupted or crashed) and its name ends ``(pruned at epoch N)``."""
 OBJECTIVE_TAG = "dlsuite.objective"
 """On a study's parent run: the metric(s) the study optimises and their direction."""
 BEST_TRIAL_TAG = "dlsuite.best_trial"
