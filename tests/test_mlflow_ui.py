@@ -40,3 +40,11 @@ def test_run_name_numbering_and_labels() -> None:
     assert record.numbered("a", []) == "a-1"
     assert record.label({"optim.lr": 0.0031234, "data.batch_size": 64}) == "lr=0.00312 batch_size=64"
     assert len(record.label({f"k{i}": i for i in range(40)}, width=20)) == 20
+
+
+def test_test_metrics_are_logged_once(store: str) -> None:
+    result = train(tiny_config("tracking.experiment=once", "tracking.plots=false"))
+    c = MlflowClient(store)
+    for key in ("test_acc", "test_loss", "test_f1"):
+        assert len(c.get_metric_history(result.run_id, key)) == 1, key
+    assert len(c.get_metric_history(result.run_id, "val_acc")) == 2  # per-epoch metrics: one per epoch
