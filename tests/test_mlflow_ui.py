@@ -48,3 +48,20 @@ def test_test_metrics_are_logged_once(store: str) -> None:
     for key in ("test_acc", "test_loss", "test_f1"):
         assert len(c.get_metric_history(result.run_id, key)) == 1, key
     assert len(c.get_metric_history(result.run_id, "val_acc")) == 2  # per-epoch metrics: one per epoch
+
+
+def test_a_run_carries_its_dataset_as_an_input(store: str) -> None:
+    import json
+
+    cfg = ("tracking.experiment=data", "trainer.max_epochs=1", "tracking.plots=false")
+    a = train(tiny_config(*cfg))
+    b = train(tiny_config(*cfg, "data.args.iid_noise_scale=0.05"))  # other generator arguments: other data
+    c = MlflowClient(store)
+    inputs = [c.get_run(r.run_id).inputs.dataset_inputs for r in (a, b)]
+    assert [len(i) for i in inputs] == [1, 1]
+    da, db = inputs[0][0].dataset, inputs[1][0].dataset
+    assert da.name == db.name == "mnist1d" and da.digest != db.digest
+    assert {t.key: t.value for t in inputs[0][0].tags} == {record.DATASET_CONTEXT_KEY: "training"}
+    profile, source = json.loads(da.profile), json.loads(da.source)
+    assert profile["splits"]["train"] == 300 and profile["splits"]["test"] > 0 and profile["num_classes"] == 10
+    assert json.loads(db.source)["args"]["iid_noise_scale"] == 0.05 and source["args"]["iid_noise_scale"] != 0.05

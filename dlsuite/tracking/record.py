@@ -37,8 +37,10 @@ OBJECTIVE_METRIC_PREFIX = "best_"
 """On a study's parent run: ``best_<metric>`` is the best trial's value of each objective metric."""
 
 # -- dataset inputs ----------------------------------------------------------------------------
+DATASET_CONTEXT_KEY = "mlflow.data.context"
+"""Input tag MLflow shows beside a dataset in the runs table (``mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT``)."""
 DATASET_CONTEXT_TRAIN = "training"
-"""``mlflow.data`` input context tag of a run's dataset (the split sizes are in the dataset's profile)."""
+"""The context of a run's dataset input: one input holds the whole split (sizes in its profile)."""
 
 OVERRIDES_TAG = "dlsuite.overrides"
 """On a ``dlsuite train`` run: the ``--set`` overrides it was started with, as typed."""

@@ -27,6 +27,7 @@ from dlsuite.models import apply_init, count_params, create_model
 from dlsuite.models.cost import cost_metrics, model_cost
 from dlsuite.tasks import create_task
 from dlsuite.tracking import plots, record
+from dlsuite.tracking.dataset import log_dataset
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.runs import Killed, TrackedRun
@@ -238,6 +239,7 @@ def train(
             logger = None
             if tracked is not None:
                 _log_start(tracked, cfg, facts)
+                log_dataset(tracked.client, tracked.run_id, dm, cfg)
                 logger = EpochMLflowLogger(tracked.client, tracked.run_id)
             timer = EpochTimer()
             extra = [timer, *step_callbacks(cfg.trainer), *(callbacks or [])]
