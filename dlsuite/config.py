@@ -334,6 +334,10 @@ class TrackingConfig(Section):
     """Extra tags on the run."""
     log_checkpoint: bool = True
     """Log the best checkpoint as an artifact."""
+    log_model: bool = True
+    """Log the tested weights (the best checkpoint when there is validation) as an MLflow logged model,
+    linked to the run's final metrics and loadable with ``mlflow.pytorch.load_model("models:/<id>")``.
+    Study trials default to off (it adds a pickle, an upload and store writes to every trial)."""
     plots: bool = True
     """Log the learning-curve and confusion-matrix PNGs."""
     diagnostics: DiagnosticsConfig = Field(default_factory=lambda: DiagnosticsConfig())

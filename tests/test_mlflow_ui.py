@@ -65,3 +65,33 @@ def test_a_run_carries_its_dataset_as_an_input(store: str) -> None:
     profile, source = json.loads(da.profile), json.loads(da.source)
     assert profile["splits"]["train"] == 300 and profile["splits"]["test"] > 0 and profile["num_classes"] == 10
     assert json.loads(db.source)["args"]["iid_noise_scale"] == 0.05 and source["args"]["iid_noise_scale"] != 0.05
+
+
+def test_the_tested_weights_are_a_logged_model_that_loads(store: str) -> None:
+    import mlflow.pytorch
+    import torch
+    from mlflow.entities import LoggedModelStatus
+
+    result = train(tiny_config("tracking.experiment=models", "tracking.plots=false"))
+    c = MlflowClient(store)
+    outputs = c.get_run(result.run_id).outputs.model_outputs
+    assert len(outputs) == 1
+    lm = c.get_logged_model(outputs[0].model_id)
+    assert lm.status == LoggedModelStatus.READY
+    assert lm.source_run_id == result.run_id and lm.tags["dlsuite.model"] == "cnn"
+    linked = {m.key: m.value for m in lm.metrics or []}
+    assert linked["test_acc"] == result.metrics["test_acc"] and "best_val_acc" in linked
+    loaded = mlflow.pytorch.load_model(f"models:/{lm.model_id}")
+    x = torch.randn(4, 1, 40)
+    result.task.model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.task.model(x))
+
+
+def test_study_trials_log_no_model_by_default() -> None:
+    from dlsuite.hpo.spec import StudySpec
+
+    spec = StudySpec.model_validate({"name": "s", "base": {}, "space": {"optim.lr": [0.1, 0.01]}, "n_trials": 2})
+    assert spec.run_config().tracking.log_model is False
+    assert tiny_config().tracking.log_model is True

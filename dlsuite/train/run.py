@@ -30,6 +30,7 @@ from dlsuite.tracking import plots, record
 from dlsuite.tracking.dataset import log_dataset
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
+from dlsuite.tracking.model import finish_model, linked_metrics, start_model
 from dlsuite.tracking.runs import Killed, TrackedRun
 from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision, step_callbacks
 from dlsuite.train.techniques import technique_callbacks
@@ -161,10 +162,9 @@ def _log_start(tracked: TrackedRun, cfg: RunConfig, facts: dict[str, Any]) -> No
 def _log_end(
     tracked: TrackedRun, task: Any, dm: Any, summary: dict[str, float], best_ckpt: str, cfg: RunConfig
 ) -> None:
-    from mlflow.entities import Metric
-
-    ts = int(time.time() * 1000)
-    tracked.client.log_batch(tracked.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in summary.items()])
+    # The logged model exists before the final numbers are written, so they are written once, linked to it.
+    model_id = start_model(tracked.client, tracked.run_id, run_tags(cfg)) if cfg.tracking.log_model else None
+    tracked.client.log_batch(tracked.run_id, metrics=linked_metrics(summary, model_id))
     with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
         out = Path(tmp)
         if cfg.tracking.plots and task.history:
@@ -177,6 +177,8 @@ def _log_end(
             tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")
     if cfg.tracking.log_checkpoint and best_ckpt and Path(best_ckpt).is_file():
         tracked.client.log_artifact(tracked.run_id, best_ckpt, "checkpoints")
+    if model_id is not None:
+        finish_model(tracked.client, tracked.run_id, model_id, task.model)  # the tested weights
 
 
 def train(
