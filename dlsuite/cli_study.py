@@ -33,6 +33,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     print(f"study {result.name}: {result.counts} (storage {result.storage})")
     if result.report_dir:
         print(f"report: {result.report_dir}/report.md; MLflow parent run {result.parent_run_id}")
+    if result.view:
+        print(f"trials with their metric and values in the MLflow UI: dlsuite ui, then open /{result.view}")
     return 0
 
 

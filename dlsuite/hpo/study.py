@@ -401,6 +401,8 @@ class StudyResult:
     counts: dict[str, int]
     report_dir: str | None = None
     worker_codes: list[int] = field(default_factory=list)
+    view: str | None = None
+    """The MLflow UI path (after the server's address) of the study's runs table with its columns."""
 
 
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
@@ -473,6 +475,11 @@ def run_study(
     if spec.type == "compare" and spec.tune:
         tune_variants(spec, study, workers, gpus)  # each tuned variant's own search, once
     parent = open_parent_run(spec, study, client) if client is not None else None
+    view = None
+    if client is not None:
+        from dlsuite.hpo.mlflow_view import share_view
+
+        view = share_view(client, store.experiment_id(client, spec.mlflow_experiment), spec)
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
     # "every visible GPU" is only looked up for worker processes.
@@ -496,6 +503,10 @@ def run_study(
             if client is not None:
                 with budget_lock(url):
                     recover(study, client, is_journal(url))
+        if client is not None and parent is not None:
+            from dlsuite.hpo.mlflow_view import record_best
+
+            record_best(client, parent, study, spec)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -517,4 +528,5 @@ def run_study(
         counts_by_state(optuna.load_study(study_name=spec.name, storage=open_storage(url))),
         out_dir,
         codes,
+        view,
     )

@@ -18,23 +18,16 @@ TRIAL_STATE_TAG = "optuna.state"
 """How a study trial ended in Optuna terms (RUNNING, COMPLETE, PRUNED, FAIL), beside MLflow's run status,
 which cannot say PRUNED: a pruned trial's run ends FINISHED (it was stopped on purpose, then tested and
 logged like any other; KILLED means interrupted or crashed) and its name ends ``(pruned at epoch N)``."""
-OBJECTIVE_TAG = "dlsuite.objective"
-"""On a study's parent run: the metric(s) the study optimises and their direction."""
 BEST_TRIAL_TAG = "dlsuite.best_trial"
 """On a study's parent run: the number of the best trial (first best for several objectives)."""
 BEST_RUN_TAG = "dlsuite.best_run_id"
 """On a study's parent run: the MLflow run id of the best trial."""
 
-# -- params ------------------------------------------------------------------------------------
-SEARCHED_PREFIX = "search."
-"""Params ``search.<key>`` on a search trial hold the values the sampler chose (the full config is
-logged too, under its dotted keys): a user picks these columns to compare trials."""
+# -- a study's parent run ---------------------------------------------------------------------
 BEST_PREFIX = "best."
-"""Params ``best.<key>`` on a study's parent run: the best trial's searched values."""
-
-# -- metrics -----------------------------------------------------------------------------------
-OBJECTIVE_METRIC_PREFIX = "best_"
-"""On a study's parent run: ``best_<metric>`` is the best trial's value of each objective metric."""
+"""Tags ``best.<key>`` on a study's parent run: the best trial's sampled values (the same values are also
+logged as params under the trials' own keys, once: MLflow params cannot change; the objective metrics
+are logged on the parent under their own names, so the parent row lines up with its trials' columns)."""
 
 # -- dataset inputs ----------------------------------------------------------------------------
 DATASET_CONTEXT_KEY = "mlflow.data.context"
@@ -68,3 +61,15 @@ def numbered(base: str, existing: list[str]) -> str:
     pattern = re.compile(re.escape(base) + r"-(\d+)(?: .*)?")
     seen = [int(m.group(1)) for name in existing if (m := pattern.fullmatch(name))]
     return f"{base}-{max(seen, default=0) + 1}"
+
+
+# -- MLflow UI views -------------------------------------------------------------------------------
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+"""Experiment tag prefix MLflow's UI reads a shared runs-table view from (filter, sort, columns); the
+page ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens it (mlflow 3.17 JS bundle). The UI has no
+other server-side way to choose columns: its default shows Dataset, Models and Source, no metric or param."""
+
+
+def column(kind: str, name: str) -> str:
+    """A runs-table column id as the UI writes it: ``metrics.`test_acc```, ``params.`optim.lr```."""
+    return f"{kind}.`{name}`"
