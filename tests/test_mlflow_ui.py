@@ -126,3 +126,21 @@ def test_a_study_parent_carries_the_best_trial_and_a_runs_view(store: str, tmp_p
     names = {r.info.run_name for r in trials}  # the grid's order is its own: trial numbers vary
     assert names in ({"ui-000 lr=0.01", "ui-001 lr=1e-06"}, {"ui-000 lr=1e-06", "ui-001 lr=0.01"})
     assert result.view == f"#/experiments/{exp.experiment_id}/runs?viewStateShareKey=dlsuite-ui"
+
+
+def test_progress_bar_shows_epoch_loss_and_accuracies_not_v_num(store: str) -> None:
+    import lightning as L
+
+    from dlsuite.train.progress import EpochProgressBar
+
+    shown: list[dict[str, object]] = []
+
+    class Look(L.Callback):  # what the bar would print after the last epoch
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            bar = next(cb for cb in trainer.callbacks if isinstance(cb, EpochProgressBar))  # type: ignore[attr-defined]
+            shown.append(bar.get_metrics(trainer, pl_module))
+
+    train(
+        tiny_config("trainer.progress_bar=true", "tracking.plots=false", "tracking.log_model=false"), callbacks=[Look()]
+    )
+    assert set(shown[0]) == {"train_loss", "train_acc", "val_acc"}  # no v_num

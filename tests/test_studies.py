@@ -233,6 +233,9 @@ def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
     body = "type: compare\nvariants:\n  adam: [optim.lr=0.01]\n  sgd: [optim.name=sgd, optim.lr=0.05]\nseeds: [0, 1]\n"
     path = write_study(tmp_path, body, name="cmp")
     assert main(["study", "run", str(path), "--set", "trainer.max_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "(adam, seed 0) COMPLETE" in out and "(sgd, seed 1) COMPLETE" in out  # progress lines name them
+    assert "viewStateShareKey=dlsuite-cmp" in out
     trials = load("cmp").trials
     assert sorted((t.params["variant"], t.params["seed"]) for t in trials) == [
         ("adam", 0),

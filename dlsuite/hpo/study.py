@@ -324,8 +324,10 @@ def work(
         shown = ", ".join(
             f"{o.metric}={outcome.metrics[o.metric]:.4g}" for o in spec.objectives if o.metric in outcome.metrics
         )
+        attrs = trial.user_attrs
+        what = f" ({attrs['variant']}, seed {attrs['seed']})" if "variant" in attrs else ""
         print(
-            f"[worker {worker}] trial {trial.number} {outcome.state} in {outcome.seconds:.1f}s"
+            f"[worker {worker}] trial {trial.number}{what} {outcome.state} in {outcome.seconds:.1f}s"
             + (f": {shown}" if outcome.state == "COMPLETE" else "")
             + (f" ({outcome.reason})" if outcome.reason else ""),
             flush=True,

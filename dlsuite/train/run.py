@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from dlsuite.config import RunConfig
 from dlsuite.data import create_datamodule
@@ -32,6 +32,7 @@ from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
 from dlsuite.tracking.model import finish_model, linked_metrics, start_model
 from dlsuite.tracking.runs import Killed, TrackedRun
+from dlsuite.train.progress import EpochProgressBar
 from dlsuite.train.speed import EpochTimer, configure_backends, prepare_model, resolve_precision, step_callbacks
 from dlsuite.train.techniques import technique_callbacks
 
@@ -124,7 +125,7 @@ def _trainer(
     if es is not None:
         cbs.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
     if t.progress_bar:
-        cbs.append(TQDMProgressBar(refresh_rate=10))
+        cbs.append(EpochProgressBar(refresh_rate=10))
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
