@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
 from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.cli_study import add_study
+from dlsuite.cli_ui import add_ui
 from dlsuite.errors import DlsuiteError
 
 EXIT_USAGE = 2
@@ -98,48 +98,6 @@ def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("kind", nargs="?", help="models, datasets, optimizers, schedulers, losses, inits, ...")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'res*'")
     p.set_defaults(func=cmd_list)
-
-
-# -- ui ---------------------------------------------------------------------------------------
-def ui_command(uri: str | None, host: str, port: int) -> list[str]:
-    """The ``mlflow server`` command line serving this suite's store."""
-    from dlsuite.tracking.store import artifact_root, resolve_uri
-
-    resolved = resolve_uri(uri)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        resolved,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    root = artifact_root(resolved)
-    if root:
-        cmd += ["--default-artifact-root", root]
-    return cmd
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    """Open the MLflow UI on this suite's store (bound to 127.0.0.1 unless --host says otherwise)."""
-    cmd = ui_command(args.uri, args.host, args.port)
-    if args.uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not os.path.exists("mlruns"):
-        raise DlsuiteError("no ./mlruns store here yet: train a run first, or pass --uri")
-    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    os.execv(cmd[0], cmd)  # noqa: S606  replace this process: signals reach the server directly
-    return 0  # pragma: no cover
-
-
-def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("ui", help="open the MLflow UI on the run store", description=cmd_ui.__doc__)
-    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    p.set_defaults(func=cmd_ui)
 
 
 from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402

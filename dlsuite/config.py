@@ -292,6 +292,10 @@ class TrainerConfig(Section):
     default: on an H100 a ResNet-18 on 32x32 inputs was slower with it (see benchmarks/README.md)."""
     cudnn_benchmark: bool = True
     """Let cuDNN time its convolution algorithms for the shapes seen (fixed shapes: safe and faster)."""
+    threads: int | Literal["auto"] = "auto"
+    """CPU threads torch uses (``torch.set_num_threads``). ``auto``: the cores this process may use that
+    the machine's load leaves free (1-minute load average), at least 1; a second thread that competes for
+    a busy core slowed a run 5x (benchmarks/README.md). Study workers split the cores among themselves."""
     matmul_precision: Literal["highest", "high", "medium"] = "high"
     """``torch.set_float32_matmul_precision``: ``high`` allows TF32 matmuls on Ampere+ GPUs."""
 
