@@ -144,3 +144,22 @@ def test_progress_bar_shows_epoch_loss_and_accuracies_not_v_num(store: str) -> N
         tiny_config("trainer.progress_bar=true", "tracking.plots=false", "tracking.log_model=false"), callbacks=[Look()]
     )
     assert set(shown[0]) == {"train_loss", "train_acc", "val_acc"}  # no v_num
+
+
+def test_threads_setting_is_applied(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from dlsuite.train.speed import auto_threads
+
+    before = torch.get_num_threads()
+    try:
+        train(tiny_config("trainer.threads=2", "trainer.max_epochs=1", "tracking.enabled=false"))
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        train(tiny_config("trainer.max_epochs=1", "tracking.enabled=false"))  # auto
+        assert 1 <= torch.get_num_threads() <= len(os.sched_getaffinity(0))  # the load moves: a range
+        assert 1 <= auto_threads() <= len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
