@@ -28,6 +28,11 @@ def _quiet() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Restoring the finders' own temporary checkpoints (and the best one before testing) says that
+    # weights_only defaulted to False: an internal detail. The batch-size finder's "will continue with
+    # full run" is wrong here: `find-batch-size` stops after the search.
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.tuner.batch_size_scaling").setLevel(logging.WARNING)
     for msg in (
         ".*does not have many workers.*",
         ".*LeafSpec.*",
@@ -100,10 +105,10 @@ def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_list)
 
 
-from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
+from dlsuite.cli_tune import add_find_batch_size, add_find_lr  # noqa: E402
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
-SUBCOMMANDS += [add_tune_lr, add_tune_batch_size, add_compare, add_doctor]
+SUBCOMMANDS += [add_find_lr, add_find_batch_size, add_compare, add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

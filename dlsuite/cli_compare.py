@@ -30,7 +30,13 @@ def cmd_compare_report(args: argparse.Namespace) -> int:
 
 def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``dlsuite compare report REF``."""
-    p = sub.add_parser("compare", help="statistical comparison of a compare study's variants over seeds")
+    p = sub.add_parser(
+        "compare",
+        help="statistical comparison of a compare study's variants over seeds",
+        description="Compare the variants of a finished compare study (dlsuite study run with type: compare): "
+        "mean and 95%% interval over seeds, paired tests against a baseline with Holm-adjusted p-values, "
+        "a rank, learning-curve and gap plots.",
+    )
     actions = p.add_subparsers(dest="compare_command", required=True, metavar="ACTION")
     r = actions.add_parser("report", help="table and plots of a compare study", description=cmd_compare_report.__doc__)
     r.add_argument("ref", metavar="PARENT_RUN_ID_OR_STUDY_NAME", help="the study's parent run id, or its name")

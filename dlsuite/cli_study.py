@@ -64,7 +64,13 @@ def cmd_study_list(args: argparse.Namespace) -> int:
 
 def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``dlsuite study`` and its subcommands."""
-    p = sub.add_parser("study", help="run, report and list Optuna studies", description=__doc__)
+    p = sub.add_parser(
+        "study",
+        help="run, report and list Optuna studies",
+        description="Optuna studies from a study file: hyperparameter searches (type: search) and comparisons "
+        "of variants over seeds (type: compare), one MLflow parent run per study with a child run per "
+        "trial. See docs/studies.md.",
+    )
     ss = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
     storage_help = (
         "Optuna storage: journal file or RDB URL (default $DLSUITE_STUDY_STORAGE or mlruns/optuna/journal.log)"

@@ -44,11 +44,11 @@ def loads(text: str, source: str = "<string>") -> Any:
         raise ConfigError(f"malformed YAML at {where}: {problem}") from None
 
 
-def load(path: str | Path) -> Any:
-    """Read and parse a YAML file; a missing file raises :class:`ConfigError`."""
+def load(path: str | Path, what: str = "config file") -> Any:
+    """Read and parse a YAML file; a missing file raises :class:`ConfigError` naming ``what`` it is."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     return loads(p.read_text(), str(p))
 
 

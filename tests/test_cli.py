@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dlsuite.cli import main
+from dlsuite.cli import build_parser, main
 from tests.conftest import TINY, cli_env, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,11 +42,37 @@ def test_list_prints_registered_names(capsys: pytest.CaptureFixture[str]) -> Non
     assert "did you mean 'models'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["list"], ["ui"]])
+def _commands(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+    """Every command path of the CLI, nested ones (``study run``) included, from the parser itself."""
+    out = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _commands(sub, [*prefix, name])
+    return out
+
+
+@pytest.mark.parametrize("command", _commands(build_parser(), []), ids=lambda c: " ".join(c) or "dlsuite")
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*command, "--help"])
-    assert exc.value.code == 0 and "usage: dlsuite" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "usage: dlsuite" in out
+    description = out.split("\n\n")[1]  # argparse: usage, blank line, description, blank line, arguments
+    assert not description.startswith(("positional arguments", "options")), f"{command}: no description"
+    assert "``" not in out and ":mod:" not in out, f"{command}: raw reStructuredText in the help"
+
+
+def test_old_finder_names_say_they_were_renamed(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune-lr", CONFIG, "--min-lr", "1", "--max-lr", "0.1"]) == 2  # still parsed, same checks
+    assert "tune-lr was renamed to find-lr" in capsys.readouterr().err
+    help_text = build_parser().format_help()
+    assert "find-lr" in help_text and "tune-lr" not in help_text  # hidden from the help
+
+
+def test_missing_study_file_is_named_a_study_file(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "run", "nope.yaml"]) == 2
+    assert "study file not found: nope.yaml" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

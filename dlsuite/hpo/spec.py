@@ -327,7 +327,7 @@ def load_study_spec(path: str | Path, sets: list[str] | None = None) -> StudySpe
     with ``run.``, are appended to the run overrides; the others set study keys (``n_trials=3``).
     """
     p = Path(path)
-    data = yamlio.load(p)
+    data = yamlio.load(p, "study file")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid study file {p}: the top level must be a mapping")
     data.setdefault("name", p.stem)
