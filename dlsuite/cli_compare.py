@@ -51,7 +51,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Diagnose a finished run (over- or underfitting, and why) and write a compare study of remedies."""
-    from dlsuite.compare.doctor import diagnose_run, format_diagnosis, write_remedy_study
+    from dlsuite.compare.doctor import diagnose_run, format_diagnosis, remedy_cost, write_remedy_study
 
     diagnosis = diagnose_run(args.run_id, uri=args.uri)
     print(format_diagnosis(diagnosis), end="")
@@ -60,6 +60,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 0
     path = write_remedy_study(diagnosis, args.out, seeds=args.seeds)
     print(f"remedy study written: {path}", file=sys.stdout)
+    print(f"it costs {remedy_cost(diagnosis, args.seeds)}")
     print(f"run it with: dlsuite study run {path}")
     return 0
 
@@ -71,6 +72,9 @@ def add_doctor(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("run_id", help="MLflow run id of a finished run")
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    p.add_argument("--out", help="path of the study YAML to write (default: ./doctor_<run id prefix>.yaml)")
+    p.add_argument(
+        "--out",
+        help="path of the study YAML to write (default: mlruns/reports/doctor_<run id prefix>/, where its report goes)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant in the written study (default 5)")
     p.set_defaults(func=cmd_doctor)
