@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dlsuite.compare.stats import summarize
 from dlsuite.errors import DlsuiteError
 from dlsuite.hpo.storage import open_storage, resolve_storage
 
@@ -158,7 +159,7 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
         "optimization_history": lambda: ovm.plot_optimization_history(study, target=target, target_name=name0),
         "param_importances": lambda: ovm.plot_param_importances(study, target=target, target_name=name0),
         "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=name0),
-        "slice": lambda: ovm.plot_slice(study, target=target, target_name=name0),
+        "slice": lambda: _readable_slice(ovm.plot_slice(study, target=target, target_name=name0)),
     }
     if not single:
         makers["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=metrics)
@@ -181,6 +182,31 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
     return files, skipped
 
 
+def _readable_slice(axes: Any) -> Any:
+    """Optuna's slice plot with log-scaled axes given a few ticks that do not overlap (a log axis over
+    a small range gets minor-tick labels, which collide), and the other labels turned when crowded."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in getattr(axes, "flat", [axes]):
+        if ax.get_xscale() == "log":
+            # About four labels whatever the range (1e-03, 3e-03, ...): enough to read a value off, few
+            # enough to fit. The subdivisions per decade depend on how many decades the axis spans.
+            lo, hi = ax.get_xlim()
+            decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+            subs: tuple[float, ...] = tuple(float(k) for k in range(1, 10))  # less than 0.6 of a decade
+            for span, choice in ((4.0, (1.0,)), (1.5, (1.0, 3.0)), (0.6, (1.0, 2.0, 5.0))):
+                if decades > span:
+                    subs = choice
+                    break
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
+    return axes
+
+
 def _variant_plot(study: optuna.Study, metric: str) -> Any:
     import matplotlib.pyplot as plt
 
@@ -193,12 +219,12 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
     names = list(by)
     for i, n in enumerate(names):
         ax.scatter([i] * len(by[n]), by[n], alpha=0.6)
-        ax.errorbar(
-            [i], [statistics.fmean(by[n])], yerr=[statistics.stdev(by[n]) if len(by[n]) > 1 else 0], fmt="k_", capsize=8
-        )
+        s = summarize(by[n])  # the same 95% t-interval of the mean as the comparison report
+        half = s.half_width if s.n > 1 else 0.0
+        ax.errorbar([i], [s.mean], yerr=[half], fmt="k_", capsize=8, markersize=14)
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_ylabel(metric)
-    ax.set_title(f"{study.study_name}: {metric} per variant (points: seeds; bar: mean ± std)")
+    ax.set_title(f"{study.study_name}: {metric} per variant\n(points: seeds; black: mean and its 95% interval)")
     return ax
 
 

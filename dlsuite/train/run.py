@@ -174,7 +174,7 @@ def _log_end(
         matrix = getattr(task, "test_confusion", None)
         if cfg.tracking.plots and matrix is not None:
             classes = dm.classes or [str(i) for i in range(len(matrix))]
-            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png")
+            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png", split="test")
             tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")
     if cfg.tracking.log_checkpoint and best_ckpt and Path(best_ckpt).is_file():
         tracked.client.log_artifact(tracked.run_id, best_ckpt, "checkpoints")
