@@ -81,7 +81,7 @@ def test_the_tested_weights_are_a_logged_model_that_loads(store: str) -> None:
     assert len(outputs) == 1
     lm = c.get_logged_model(outputs[0].model_id)
     assert lm.status == LoggedModelStatus.READY
-    assert lm.source_run_id == result.run_id and lm.tags["dlsuite.model"] == "cnn"
+    assert lm.source_run_id == result.run_id and lm.tags["dlsuite.model"] == "cnn" and lm.name == "cnn-mnist1d"
     linked = {m.key: m.value for m in lm.metrics or []}
     assert linked["test_acc"] == result.metrics["test_acc"] and "best_val_acc" in linked
     loaded = mlflow.pytorch.load_model(f"models:/{lm.model_id}")

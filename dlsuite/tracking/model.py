@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "model"
 
 
-def start_model(client: Any, run_id: str, tags: dict[str, str]) -> str:
-    """Create the run's logged model (PENDING until its files are uploaded); return its id."""
+def start_model(client: Any, run_id: str, tags: dict[str, str], name: str = MODEL_NAME) -> str:
+    """Create the run's logged model ``name`` (PENDING until its files are uploaded); return its id."""
     run = client.get_run(run_id)
     lm = client.create_logged_model(
         experiment_id=run.info.experiment_id,
-        name=MODEL_NAME,
+        name=name,
         source_run_id=run_id,
         tags=tags,
         model_type="pytorch",

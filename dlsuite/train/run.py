@@ -164,7 +164,9 @@ def _log_end(
     tracked: TrackedRun, task: Any, dm: Any, summary: dict[str, float], best_ckpt: str, cfg: RunConfig
 ) -> None:
     # The logged model exists before the final numbers are written, so they are written once, linked to it.
-    model_id = start_model(tracked.client, tracked.run_id, run_tags(cfg)) if cfg.tracking.log_model else None
+    model_id = None
+    if cfg.tracking.log_model:  # named by architecture and data, as the model list shows it
+        model_id = start_model(tracked.client, tracked.run_id, run_tags(cfg), f"{cfg.model.name}-{cfg.data.name}")
     tracked.client.log_batch(tracked.run_id, metrics=linked_metrics(summary, model_id))
     with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
         out = Path(tmp)
