@@ -3,6 +3,7 @@ ever written into the checkout's ``mlruns/``; generated datasets are cached once
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from dlsuite.config import RunConfig, load_config
 
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and trainer.threads=auto keeps it (it obeys this variable)
 
 
 @pytest.fixture(scope="session")
