@@ -60,7 +60,8 @@ def share_view(client: Any, experiment_id: str, spec: StudySpec) -> str:
 
 
 def record_best(client: Any, parent_run_id: str, study: optuna.Study, spec: StudySpec) -> None:
-    """Put the best trial's objective values (as the same metrics) and searched values on the parent run.
+    """Put the best trial's objective values (as the same metrics) and searched values on a search
+    study's parent run (a compare study's best is a variant over seeds: its report names it).
 
     Values go in as params under the trials' own keys, so the parent row lines up with its trials'
     columns; MLflow params cannot change, so a resumed study whose best moved records the new values as
@@ -69,6 +70,8 @@ def record_best(client: Any, parent_run_id: str, study: optuna.Study, spec: Stud
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
+    if spec.type == "compare":
+        return  # its best is a variant over seeds, not one trial: the comparison report names it
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return
     best = study.best_trials[0] if len(spec.objectives) > 1 else study.best_trial
@@ -81,8 +84,6 @@ def record_best(client: Any, parent_run_id: str, study: optuna.Study, spec: Stud
         client.set_tag(parent_run_id, record.BEST_RUN_TAG, str(best.user_attrs[RUN_ID_ATTR]))
     for key, value in best.params.items():
         client.set_tag(parent_run_id, record.BEST_PREFIX + key, str(value))
-    if spec.type == "compare":
-        return  # a compare study's best is a variant, named by its report (dlsuite.compare_best)
     try:
         client.log_batch(parent_run_id, params=[Param(k, str(v)) for k, v in best.params.items()])
     except MlflowException as exc:  # a resumed study found a better trial: the tags above hold it
