@@ -8,12 +8,12 @@ Each subcommand is an ``add_*`` function below, registered in ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.cli_study import add_study
+from dlsuite.cli_ui import add_ui
 from dlsuite.errors import DlsuiteError
 from dlsuite.runner.quiet import quiet
 
@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dlsuite.runner.run import TrainingDiverged, is_rank_zero, train
 
     try:
-        result = train(cfg)
+        result = train(cfg, overrides=args.set)
     except TrainingDiverged as exc:
         print(f"dlsuite: run FAILED: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -84,57 +84,10 @@ def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_list, opens_store=True)  # reaps (cheaply) like every command: kill -9 leaves runs
 
 
-# -- ui ---------------------------------------------------------------------------------------
-def ui_command(uri: str | None, host: str, port: int) -> list[str]:
-    """The ``mlflow server`` command line serving this suite's store."""
-    from dlsuite.tracking.store import artifact_root, resolve_uri
-
-    resolved = resolve_uri(uri)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        resolved,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    root = artifact_root(resolved)
-    if root:
-        cmd += ["--default-artifact-root", root]
-    return cmd
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    """Open the MLflow UI on this suite's store (bound to 127.0.0.1 unless --host says otherwise)."""
-    cmd = ui_command(args.uri, args.host, args.port)
-    if args.uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not os.path.exists("mlruns"):
-        raise DlsuiteError("no ./mlruns store here yet: train a run first, or pass --uri")
-    first = f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C to stop)"
-    if getattr(args, "reaped", None):
-        from dlsuite.tracking.runs import reaped_note
-
-        first += f"; {reaped_note(args.reaped)}"
-    print(first, flush=True)
-    os.execv(cmd[0], cmd)  # noqa: S606  replace this process: signals reach the server directly
-    return 0  # pragma: no cover
-
-
-def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("ui", help="open the MLflow UI on the run store", description=cmd_ui.__doc__)
-    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    p.set_defaults(func=cmd_ui, opens_store=True, tells_reaped=True)
-
-
-from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
+from dlsuite.cli_tune import add_find_batch_size, add_find_lr  # noqa: E402
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
-SUBCOMMANDS += [add_tune_lr, add_tune_batch_size, add_compare, add_doctor]
+SUBCOMMANDS += [add_find_lr, add_find_batch_size, add_compare, add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,13 @@ def cmd_compare_report(args: argparse.Namespace) -> int:
 
 def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``dlsuite compare report REF``."""
-    p = sub.add_parser("compare", help="statistical comparison of a compare study's variants over seeds")
+    p = sub.add_parser(
+        "compare",
+        help="statistical comparison of a compare study's variants over seeds",
+        description="Compare the variants of a finished compare study (dlsuite study run with type: compare): "
+        "mean and 95%% interval over seeds, paired tests against a baseline with Holm-adjusted p-values, "
+        "a rank, learning-curve and gap plots.",
+    )
     actions = p.add_subparsers(dest="compare_command", required=True, metavar="ACTION")
     r = actions.add_parser("report", help="table and plots of a compare study", description=cmd_compare_report.__doc__)
     r.add_argument("ref", metavar="PARENT_RUN_ID_OR_STUDY_NAME", help="the study's parent run id, or its name")
@@ -45,7 +51,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Diagnose a finished run (over- or underfitting, and why) and write a compare study of remedies."""
-    from dlsuite.reports.doctor import diagnose_run, format_diagnosis, write_remedy_study
+    from dlsuite.reports.doctor import diagnose_run, format_diagnosis, remedy_cost, write_remedy_study
 
     diagnosis = diagnose_run(args.run_id, uri=args.uri)
     print(format_diagnosis(diagnosis), end="")
@@ -54,6 +60,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 0
     path = write_remedy_study(diagnosis, args.out, seeds=args.seeds)
     print(f"remedy study written: {path}", file=sys.stdout)
+    print(f"it costs {remedy_cost(diagnosis, args.seeds)}")
     print(f"run it with: dlsuite study run {path}")
     return 0
 
@@ -65,6 +72,9 @@ def add_doctor(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("run_id", help="MLflow run id of a finished run")
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
-    p.add_argument("--out", help="path of the study YAML to write (default: ./doctor_<run id prefix>.yaml)")
+    p.add_argument(
+        "--out",
+        help="path of the study YAML to write (default: mlruns/reports/doctor_<run id prefix>/, where its report goes)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant in the written study (default 5)")
     p.set_defaults(func=cmd_doctor, opens_store=True)

@@ -34,6 +34,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     print(f"study {result.name}: {result.counts} (storage {result.storage})")
     rep = report_study(spec, result)
     print(f"report: {rep.out_dir}/report.md; MLflow parent run {result.parent_run_id}")
+    if result.view:
+        print(f"trials with their metric and values in the MLflow UI: dlsuite ui, then open /{result.view}")
     return 0
 
 
@@ -68,7 +70,13 @@ def cmd_study_list(args: argparse.Namespace) -> int:
 
 def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``dlsuite study`` and its subcommands."""
-    p = sub.add_parser("study", help="run, report and list Optuna studies", description=__doc__)
+    p = sub.add_parser(
+        "study",
+        help="run, report and list Optuna studies",
+        description="Optuna studies from a study file: hyperparameter searches (type: search) and comparisons "
+        "of variants over seeds (type: compare), one MLflow parent run per study with a child run per "
+        "trial. See docs/studies.md.",
+    )
     ss = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
     storage_help = (
         "Optuna storage: journal file or RDB URL (default $DLSUITE_STUDY_STORAGE or mlruns/optuna/journal.log)"

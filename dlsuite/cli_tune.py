@@ -1,8 +1,25 @@
-"""``dlsuite tune-lr`` and ``dlsuite tune-batch-size``: Lightning's finders on a run config."""
+"""``dlsuite find-lr`` and ``dlsuite find-batch-size``: Lightning's finders on a run config.
+
+They were called ``tune-lr`` and ``tune-batch-size``; "tune" is what studies do. The old names still
+work, hidden from the help, and say once that they were renamed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+RENAMED = {"tune-lr": "find-lr", "tune-batch-size": "find-batch-size"}
+
+
+def _renamed(old: str, func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"dlsuite: {old} was renamed to {RENAMED[old]}", file=sys.stderr)
+        return func(args)
+
+    return run
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -10,7 +27,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
 
 
-def cmd_tune_lr(args: argparse.Namespace) -> int:
+def cmd_find_lr(args: argparse.Namespace) -> int:
     """Run the learning-rate range test; log the curve (plot) and the suggestion (param) to MLflow."""
     from dlsuite.build import load_run_config
     from dlsuite.runner.finders import tune_lr
@@ -22,16 +39,19 @@ def cmd_tune_lr(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_tune_lr(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("tune-lr", help="learning-rate finder", description=cmd_tune_lr.__doc__)
-    _config_args(p)
-    p.add_argument("--min-lr", type=float, default=1e-6, help="start of the range (default 1e-6)")
-    p.add_argument("--max-lr", type=float, default=1.0, help="end of the range (default 1)")
-    p.add_argument("--num-training", type=int, default=100, help="training steps in the test (default 100)")
-    p.set_defaults(func=cmd_tune_lr, opens_store=True)
+def add_find_lr(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``dlsuite find-lr`` (and its old name ``tune-lr``, hidden)."""
+    for name in ("find-lr", "tune-lr"):
+        kw: dict[str, Any] = {"help": "learning-rate finder (range test)"} if name == "find-lr" else {}
+        p = sub.add_parser(name, description=cmd_find_lr.__doc__, **kw)
+        _config_args(p)
+        p.add_argument("--min-lr", type=float, default=1e-6, help="start of the range (default 1e-6)")
+        p.add_argument("--max-lr", type=float, default=1.0, help="end of the range (default 1)")
+        p.add_argument("--num-training", type=int, default=100, help="training steps in the test (default 100)")
+        p.set_defaults(func=cmd_find_lr if name == "find-lr" else _renamed(name, cmd_find_lr), opens_store=True)
 
 
-def cmd_tune_batch_size(args: argparse.Namespace) -> int:
+def cmd_find_batch_size(args: argparse.Namespace) -> int:
     """Find the largest batch size that fits (doubling until out of memory); log throughput per size to MLflow."""
     from dlsuite.build import load_run_config
     from dlsuite.runner.finders import tune_batch_size
@@ -46,11 +66,17 @@ def cmd_tune_batch_size(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_tune_batch_size(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("tune-batch-size", help="batch-size finder", description=cmd_tune_batch_size.__doc__)
-    _config_args(p)
-    p.add_argument("--init", type=int, default=16, help="first batch size tried (default 16)")
-    p.add_argument("--max-trials", type=int, default=8, help="doublings at most (default 8)")
-    p.add_argument("--steps", type=int, default=5, help="training steps per size (default 5)")
-    p.add_argument("--mode", choices=["power", "binsearch"], default="power", help="search mode (default power)")
-    p.set_defaults(func=cmd_tune_batch_size, opens_store=True)
+def add_find_batch_size(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``dlsuite find-batch-size`` (and its old name ``tune-batch-size``, hidden)."""
+    for name in ("find-batch-size", "tune-batch-size"):
+        kw: dict[str, Any] = (
+            {"help": "batch-size finder (largest that fits, throughput per size)"} if name == "find-batch-size" else {}
+        )
+        p = sub.add_parser(name, description=cmd_find_batch_size.__doc__, **kw)
+        _config_args(p)
+        p.add_argument("--init", type=int, default=16, help="first batch size tried (default 16)")
+        p.add_argument("--max-trials", type=int, default=8, help="doublings at most (default 8)")
+        p.add_argument("--steps", type=int, default=5, help="training steps per size (default 5)")
+        p.add_argument("--mode", choices=["power", "binsearch"], default="power", help="search mode (default power)")
+        finder = cmd_find_batch_size if name == "find-batch-size" else _renamed(name, cmd_find_batch_size)
+        p.set_defaults(func=finder, opens_store=True)

@@ -294,6 +294,10 @@ class TrainerConfig(Section):
     default: on an H100 a ResNet-18 on 32x32 inputs was slower with it (see benchmarks/README.md)."""
     cudnn_benchmark: bool = True
     """Let cuDNN time its convolution algorithms for the shapes seen (fixed shapes: safe and faster)."""
+    threads: int | Literal["auto"] = "auto"
+    """CPU threads torch uses (``torch.set_num_threads``). ``auto``: the cores this process may use that
+    the machine's load leaves free (1-minute load average), at least 1; a second thread that competes for
+    a busy core slowed a run 5x (benchmarks/README.md). Study workers split the cores among themselves."""
     matmul_precision: Literal["highest", "high", "medium"] = "high"
     """``torch.set_float32_matmul_precision``: ``high`` allows TF32 matmuls on Ampere+ GPUs."""
 
@@ -336,6 +340,10 @@ class TrackingConfig(Section):
     """Extra tags on the run."""
     log_checkpoint: bool = True
     """Log the best checkpoint as an artifact."""
+    log_model: bool = True
+    """Log the tested weights (the best checkpoint when there is validation) as an MLflow logged model,
+    linked to the run's final metrics and loadable with ``mlflow.pytorch.load_model("models:/<id>")``.
+    Study trials default to off (it adds a pickle, an upload and store writes to every trial)."""
     plots: bool = True
     """Log the learning-curve and confusion-matrix PNGs."""
     diagnostics: DiagnosticsConfig = Field(default_factory=lambda: DiagnosticsConfig())

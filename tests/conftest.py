@@ -3,6 +3,7 @@ ever written into the checkout's ``mlruns/``; generated datasets are cached once
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from dlsuite.build import load_run_config
 from dlsuite.config import RunConfig
 
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and trainer.threads=auto keeps it (it obeys this variable)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dlsuite.cli import main
+from dlsuite.cli import build_parser, main
 from dlsuite.tracking import record
 from tests.conftest import TINY, cli_env, run_cli
 
@@ -42,11 +43,37 @@ def test_list_prints_registered_names(capsys: pytest.CaptureFixture[str]) -> Non
     assert "did you mean 'models'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["list"], ["ui"]])
+def _commands(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+    """Every command path of the CLI, nested ones (``study run``) included, from the parser itself."""
+    out = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _commands(sub, [*prefix, name])
+    return out
+
+
+@pytest.mark.parametrize("command", _commands(build_parser(), []), ids=lambda c: " ".join(c) or "dlsuite")
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*command, "--help"])
-    assert exc.value.code == 0 and "usage: dlsuite" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "usage: dlsuite" in out
+    description = out.split("\n\n")[1]  # argparse: usage, blank line, description, blank line, arguments
+    assert not description.startswith(("positional arguments", "options")), f"{command}: no description"
+    assert "``" not in out and ":mod:" not in out, f"{command}: raw reStructuredText in the help"
+
+
+def test_old_finder_names_say_they_were_renamed(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune-lr", CONFIG, "--min-lr", "1", "--max-lr", "0.1"]) == 2  # still parsed, same checks
+    assert "tune-lr was renamed to find-lr" in capsys.readouterr().err
+    help_text = build_parser().format_help()
+    assert "find-lr" in help_text and "tune-lr" not in help_text  # hidden from the help
+
+
+def test_missing_study_file_is_named_a_study_file(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "run", "nope.yaml"]) == 2
+    assert "study file not found: nope.yaml" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -204,6 +231,9 @@ def _free_port() -> int:
 
 
 def test_ui_serves_the_store_on_localhost(store: str, data_cache: Path, tmp_path: Path) -> None:
+    import queue
+    import threading
+
     assert main(["train", CONFIG, "--set", *TINY]) == 0
     port = _free_port()
     proc = subprocess.Popen(
@@ -212,19 +242,24 @@ def test_ui_serves_the_store_on_localhost(store: str, data_cache: Path, tmp_path
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or []], daemon=True).start()
     try:
-        deadline = time.time() + 120
-        while True:
+        # Readiness is the command's own line, printed once /health answers. The bound is generous on
+        # purpose (a loaded shared CI box can take minutes); the time it took is printed, not asserted.
+        start, seen = time.monotonic(), []
+        while not any(x.startswith("MLflow UI at http://127.0.0.1:") for x in seen):
+            assert time.monotonic() - start < 600, "no 'MLflow UI at' line within 600 s:\n" + "".join(seen)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.time() < deadline, "the UI did not come up"
-                time.sleep(1)
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "dlsuite ui exited:\n" + "".join(seen)
+        print(f"dlsuite ui answered after {time.monotonic() - start:.1f} s")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert r.status == 200  # the announced server answers at once
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
         with urllib.request.urlopen(url, timeout=10) as r:
             assert b"mnist1d" in r.read()  # the UI reads our store (the config names this experiment)

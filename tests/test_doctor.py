@@ -64,6 +64,11 @@ def test_overfitting_run_gets_overfitting_remedies(
     assert main(["doctor", result.run_id, "--out", str(out), "--seeds", "3"]) == 0
     printed = capsys.readouterr().out
     assert "OVERFITTING" in printed and "remedy study written" in printed
+    n = len(OVERFIT_REMEDIES) + 1
+    assert f"it costs {3 * n} runs ({n} variants x 3 seeds), about " in printed  # time from the run's own
+    assert main(["doctor", result.run_id, "--seeds", "2"]) == 0  # default: beside the study's report
+    name = f"doctor_{result.run_id[:8]}"
+    assert (Path("mlruns") / "reports" / name / f"{name}.yaml").is_file() and not list(Path.cwd().glob("doctor_*.yaml"))
     spec = load_study_spec(out)  # the doctor's study loads through the one study schema
     configs = {v: spec.run_config(variant=v) for v in spec.variants}
     assert spec.seeds == [0, 1, 2] and set(configs) == {"baseline", *OVERFIT_REMEDIES}

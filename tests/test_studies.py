@@ -275,6 +275,10 @@ pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
     run = mlflow.MlflowClient(store).get_run(second.user_attrs["mlflow_run_id"])
     assert run.data.tags[record.STATE] == "PRUNED"
     assert run.data.metrics["epochs_trained"] < 4
+    # the state shows in the runs table: in the name (tags are columns only on request); the run
+    # itself ran to its (early) end, was tested and logged, so it is FINISHED, not KILLED
+    assert run.info.run_name == f"prune-001 lr=1e-07 (pruned at epoch {int(run.data.metrics['epochs_trained']) - 1})"
+    assert run.info.status == "FINISHED"
 
 
 def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
@@ -283,6 +287,9 @@ def test_compare_study_runs_each_variant_and_seed_and_reports_mean_std(
     body = "type: compare\nvariants:\n  adam: [optim.lr=0.01]\n  sgd: [optim.name=sgd, optim.lr=0.05]\nseeds: [0, 1]\n"
     path = write_study(tmp_path, body, name="cmp")
     assert main(["study", "run", str(path), "--set", "trainer.max_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "(adam, seed 0) COMPLETE" in out and "(sgd, seed 1) COMPLETE" in out  # progress lines name them
+    assert "viewStateShareKey=dlsuite-cmp" in out
     trials = load("cmp").trials
     assert sorted((t.params["variant"], t.params["seed"]) for t in trials) == [
         ("adam", 0),

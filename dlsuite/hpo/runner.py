@@ -28,7 +28,7 @@ RUN_ID_ATTR = "mlflow_run_id"
 REASON_ATTR = "fail_reason"
 # A trial's validation and test summary numbers, so a report can show the selected trial's test
 # metrics apart from the validation metric it was selected on (without asking MLflow).
-SUMMARY_ATTR = "dlsuite.summary"
+SUMMARY_ATTR = record.ATTR_SUMMARY
 SUMMARY_PREFIXES = ("best_val_", "final_val_", "test_", "ensemble_val_", "ensemble_test_")
 
 

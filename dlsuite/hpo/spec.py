@@ -295,6 +295,9 @@ class StudySpec(_Strict):
                 # Per-trial diagnostics PNGs took most of a small trial's fixed cost; the numbers are
                 # still logged every epoch. A base config or override that sets the key is obeyed.
                 diagnostics.setdefault("plots", False)
+            # An MLflow logged model costs a pickle, an upload and a few store writes per trial (see
+            # tracking/model.py); a study's best run can be retrained with it on. Obeyed when set.
+            tracking.setdefault("log_model", False)
         trainer = data.setdefault("trainer", {})
         if isinstance(trainer, dict):
             trainer["progress_bar"] = False  # parallel workers would interleave bars
@@ -392,7 +395,7 @@ def load_study_spec(path: str | Path, sets: list[str] | None = None) -> StudySpe
     with ``run.``, are appended to the run overrides; the others set study keys (``n_trials=3``).
     """
     p = Path(path)
-    data = yamlio.load(p)
+    data = yamlio.load(p, "study file")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid study file {p}: the top level must be a mapping")
     data.setdefault("name", p.stem)

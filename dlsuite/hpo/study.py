@@ -209,7 +209,7 @@ def _trial_config(spec: StudySpec, trial: optuna.Trial) -> tuple[Any, dict[str, 
         build = lambda: spec.run_config({"seed": seed, **tuned}, variant=variant)  # noqa: E731
     else:
         params = suggest(trial, spec)
-        name = f"{spec.name}-{trial.number:03d}"
+        name = f"{spec.name}-{trial.number:03d} {record.label(params)}".strip()
         build = lambda: spec.run_config(params)  # noqa: E731
     try:
         return build(), tags, name
@@ -276,6 +276,9 @@ def run_one(
     except (ValueError, RuntimeError) as exc:  # told already (re-queued by a worker that thought us dead)
         log.warning("trial %d could not be told %s: %s", trial.number, outcome.state, exc)
     mlflow_end(client, outcome.run_id, outcome.state, outcome.reason if outcome.state == "FAIL" else None)
+    if outcome.state == "PRUNED" and outcome.run_id and client is not None:
+        # MLflow has no PRUNED status and the table shows tags only on request: the name says it.
+        client.update_run(outcome.run_id, name=f"{run_name} ({outcome.reason or 'pruned'})")
     return outcome
 
 
@@ -317,8 +320,10 @@ def work(
         shown = ", ".join(
             f"{o.metric}={outcome.metrics[o.metric]:.4g}" for o in spec.objectives if o.metric in outcome.metrics
         )
+        attrs = trial.user_attrs
+        what = f" ({attrs['variant']}, seed {attrs['seed']})" if "variant" in attrs else ""
         print(
-            f"[worker {worker}] trial {trial.number} {outcome.state} in {outcome.seconds:.1f}s"
+            f"[worker {worker}] trial {trial.number}{what} {outcome.state} in {outcome.seconds:.1f}s"
             + (f": {shown}" if outcome.state == "COMPLETE" else "")
             + (f" ({outcome.reason})" if outcome.reason else ""),
             flush=True,
@@ -391,6 +396,8 @@ class StudyResult:
     parent_run_id: str | None
     counts: dict[str, int]
     worker_codes: list[int] = field(default_factory=list)
+    view: str | None = None
+    """The MLflow UI path (after the server's address) of the study's runs table with its columns."""
 
 
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
@@ -460,6 +467,11 @@ def run_study(
     if spec.type == "compare" and spec.tune:
         tune_variants(spec, study, workers, gpus)  # each tuned variant's own search, once
     parent = open_parent_run(spec, study, client) if client is not None else None
+    view = None
+    if client is not None:
+        from dlsuite.hpo.mlflow_view import share_view
+
+        view = share_view(client, store.experiment_id(client, spec.mlflow_experiment), spec)
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
     # "every visible GPU" is only looked up for worker processes.
@@ -483,6 +495,10 @@ def run_study(
             if client is not None:
                 with budget_lock(url):
                     recover(study, client, is_journal(url))
+        if client is not None and parent is not None:
+            from dlsuite.hpo.mlflow_view import record_best
+
+            record_best(client, parent, study, spec)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -498,4 +514,5 @@ def run_study(
         parent,
         counts_by_state(optuna.load_study(study_name=spec.name, storage=open_storage(url))),
         codes,
+        view,
     )

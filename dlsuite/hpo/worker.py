@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # N workers each using every core oversubscribe the CPU; share the cores out instead.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.workers)))
+    from dlsuite.techniques.speed import WORKER_ENV
+
+    os.environ[WORKER_ENV] = "1"  # trainer.threads=auto keeps this split
     spec = StudySpec.model_validate_json(Path(args.spec).read_text())
     try:
         work(spec, args.storage, args.parent, args.index, args.deadline)

@@ -31,7 +31,6 @@ from typing import Any
 from dlsuite import yamlio
 from dlsuite.config import RunConfig, build_config
 from dlsuite.errors import ConfigError, DlsuiteError
-from dlsuite.paths import safe_segment
 
 GAP_OVERFIT = 0.10
 GAP_SMALL = 0.05
@@ -62,6 +61,8 @@ class Diagnosis:
     """Remedy name -> overrides; empty when nothing needs a remedy."""
     why: dict[str, str] = field(default_factory=dict)
     """Remedy name -> one-line reason."""
+    run_seconds: float | None = None
+    """Wall time of the diagnosed run (start to end), to estimate what the remedy study costs."""
 
 
 # -- signals ---------------------------------------------------------------------------------------
@@ -384,7 +385,10 @@ def diagnose_run(run_id: str, uri: str | None = None) -> Diagnosis:
     extra: dict[str, float] = {
         k: metrics[k] for k in ("grad_norm_ratio", "dead_relu_mean", "saturation_mean") if k in metrics
     }
-    return diagnose(history, cfg, grads, extra, run_id=run_id, available_train=_available_train(cfg))
+    d = diagnose(history, cfg, grads, extra, run_id=run_id, available_train=_available_train(cfg))
+    if run.info.end_time and run.info.start_time:
+        d.run_seconds = (run.info.end_time - run.info.start_time) / 1000
+    return d
 
 
 # -- output ------------------------------------------------------------------------------------------------
@@ -419,20 +423,46 @@ def remedy_study(d: Diagnosis, seeds: int = 5) -> dict[str, Any]:
     }
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def remedy_cost(d: Diagnosis, seeds: int) -> str:
+    """What running the remedy study costs: its runs, and their time at the diagnosed run's duration."""
+    runs = (len(d.variants) + 1) * seeds  # the baseline is a variant too
+    text = f"{runs} runs ({len(d.variants) + 1} variants x {seeds} seeds)"
+    if d.run_seconds:
+        text += (
+            f", about {_duration(runs * d.run_seconds)} at the diagnosed run's {_duration(d.run_seconds)} each "
+            "with one worker (--workers N shares them out; fewer seeds: --seeds)"
+        )
+    return text
+
+
+def default_study_path(name: str) -> Path:
+    """``mlruns/reports/NAME/NAME.yaml``: beside the report that ``dlsuite study run`` writes for it."""
+    return Path("mlruns") / "reports" / name / f"{name}.yaml"
+
+
 def write_remedy_study(d: Diagnosis, path: str | Path | None = None, seeds: int = 5) -> Path:
-    """Write :func:`remedy_study` as YAML (default ``./doctor_<run id prefix>.yaml``), with the diagnosis
-    and each remedy's reason as comments; every variant's config is validated first."""
+    """Write :func:`remedy_study` as YAML (default :func:`default_study_path`), with the diagnosis, each
+    remedy's reason and the study's cost as comments; every variant's config is validated first."""
     from dlsuite.hpo.spec import build_study_spec, validate
 
     study = remedy_study(d, seeds)
     # through the one study schema: a remedy it refuses is a bug here, not the user's problem
     validate(build_study_spec(study, f"(doctor study {study['name']})"))
-    out = Path(path) if path else Path(f"{safe_segment(study['name'], 'study name')}.yaml")
+    out = Path(path) if path else default_study_path(study["name"])
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     head = [f"# written by `dlsuite doctor {d.run_id}` on {today}: {d.verdict}"]
     head += [f"#   - {e}" for e in d.evidence]
     head += ["# remedies (each a variant; 'baseline' is the diagnosed run's own config):"]
     head += [f"#   {k}: {w}" for k, w in d.why.items()]
+    head += [f"# cost: {remedy_cost(d, seeds)}"]
     head += [f"# run: dlsuite study run {out}   then: dlsuite compare report {study['name']}"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(head) + "\n" + yamlio.dumps(study))

@@ -21,6 +21,7 @@ from dlsuite.hpo.storage import is_journal, open_storage, resolve_storage
 from dlsuite.hpo.study import StudyResult
 from dlsuite.hpo.trials import RETRIED, STATES, retried_numbers, state_counts
 from dlsuite.paths import safe_segment
+from dlsuite.reports.stats import describe_seeds
 from dlsuite.tracking import record
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
         "optimization_history": lambda: ovm.plot_optimization_history(study, target=target, target_name=name0),
         "param_importances": lambda: ovm.plot_param_importances(study, target=target, target_name=name0),
         "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=name0),
-        "slice": lambda: ovm.plot_slice(study, target=target, target_name=name0),
+        "slice": lambda: _readable_slice(ovm.plot_slice(study, target=target, target_name=name0)),
     }
     if not single:
         makers["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=metrics)
@@ -231,6 +232,31 @@ def _plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, str]]:
     return files, skipped
 
 
+def _readable_slice(axes: Any) -> Any:
+    """Optuna's slice plot with log-scaled axes given a few ticks that do not overlap (a log axis over
+    a small range gets minor-tick labels, which collide), and the other labels turned when crowded."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in getattr(axes, "flat", [axes]):
+        if ax.get_xscale() == "log":
+            # About four labels whatever the range (1e-03, 3e-03, ...): enough to read a value off, few
+            # enough to fit. The subdivisions per decade depend on how many decades the axis spans.
+            lo, hi = ax.get_xlim()
+            decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+            subs: tuple[float, ...] = tuple(float(k) for k in range(1, 10))  # less than 0.6 of a decade
+            for span, choice in ((4.0, (1.0,)), (1.5, (1.0, 3.0)), (0.6, (1.0, 2.0, 5.0))):
+                if decades > span:
+                    subs = choice
+                    break
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
+    return axes
+
+
 def _variant_plot(study: optuna.Study, metric: str) -> Any:
     import matplotlib.pyplot as plt
 
@@ -245,13 +271,16 @@ def _variant_plot(study: optuna.Study, metric: str) -> Any:
     _fig, ax = plt.subplots(figsize=(8, max(3.0, 0.38 * len(names) + 1.5)))
     for i, n in enumerate(names):
         ax.scatter(by[n], [i] * len(by[n]), color="tab:blue", alpha=0.6, s=22, zorder=2)
-        sd = statistics.stdev(by[n]) if len(by[n]) > 1 else 0.0
-        ax.errorbar([statistics.fmean(by[n])], [i], xerr=[sd], fmt="D", color="black", ms=4, capsize=4, zorder=3)
+        s = describe_seeds(by[n])  # the same 95% t-interval of the mean as the comparison report
+        half = s.half_width if s.n > 1 else 0.0
+        ax.errorbar([s.mean], [i], xerr=[half], fmt="D", color="black", ms=4, capsize=4, zorder=3)
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlabel(metric)
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title(f"{study.study_name}: {metric} per variant (dots: seeds; black: mean ± std; best first)")
+    ax.set_title(
+        f"{study.study_name}: {metric} per variant\n(dots: seeds; black: mean and its 95% interval; best first)"
+    )
     return ax
 
 

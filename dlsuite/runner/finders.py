@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.tuner import Tuner
 
@@ -69,12 +70,57 @@ def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
     name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
-    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), record.FINDER: kind}, None)
+    tags = {**run_tags(cfg), record.FINDER: kind}
+    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, tags, None, number=True)
     with tracked:
         tracked.log_config(cfg, params)
         if plot is not None:
             tracked.client.log_artifact(tracked.run_id, str(plot), "plots")
     return tracked.run_id
+
+
+LR_FINDER_BETA = 0.98
+"""The smoothing factor of Lightning's learning-rate finder (``_LRCallback(beta=0.98)``)."""
+
+
+def raw_losses(smoothed: list[float], beta: float = LR_FINDER_BETA) -> list[float]:
+    """The per-step training losses behind Lightning's smoothed finder curve (it keeps only the smoothed one).
+
+    Lightning records ``avg_i / (1 - beta ** (step_i + 1))`` with ``avg_i = beta * avg_{i-1} + (1 - beta) * loss_i``
+    and ``step_i = i + 1`` (the step count after the optimiser step): its first point is about half the
+    first loss, which is why the smoothed curve seems to rise at the start. Inverting it gives the losses.
+    """
+    out: list[float] = []
+    prev = 0.0
+    for i, value in enumerate(smoothed):
+        avg = value * (1 - beta ** (i + 2))
+        out.append((avg - beta * prev) / (1 - beta))
+        prev = avg
+    return out
+
+
+def _lr_plot(lrs: list[float], raw: list[float], smoothed: list[float], suggestion: float | None) -> Any:
+    """Loss against learning rate: every step's loss, Lightning's smoothed curve, the suggestion marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, raw, color="0.6", lw=0.8, marker=".", ms=3, label="training loss at each step")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed (the finder's curve; its start is biased low)")
+    if suggestion:
+        y = float(np.interp(math.log(suggestion), np.log(lrs), smoothed))
+        ax.axvline(suggestion, color="C3", ls="--", lw=1)
+        ax.plot([suggestion], [y], "o", color="C3", ms=8, label=f"suggestion {suggestion:.3g} (steepest descent)")
+    finite = [v for v in raw if math.isfinite(v)]
+    if finite:  # a diverging tail would squash the useful part of the plot
+        low, high = min(finite), float(np.percentile(finite, 95))
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.15 * (high - low))
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def tune_lr(cfg: RunConfig, *, min_lr: float = 1e-6, max_lr: float = 1.0, num_training: int = 100) -> TuneResult:
@@ -95,16 +141,14 @@ def tune_lr(cfg: RunConfig, *, min_lr: float = 1e-6, max_lr: float = 1.0, num_tr
         if finder is None:
             raise DlsuiteError("the learning-rate finder produced no result")
         suggestion = finder.suggestion()
-        curve = {"lr": [float(v) for v in finder.results["lr"]], "loss": [float(v) for v in finder.results["loss"]]}
-        fig = finder.plot(suggest=suggestion is not None, show=False)
-        assert fig is not None
-        ax = fig.gca()  # type: ignore[union-attr]
-        ax.set_title(
-            f"learning-rate range test: suggestion {suggestion:.3g}" if suggestion else "learning-rate range test"
-        )
+        lrs = [float(v) for v in finder.results["lr"]]
+        smoothed = [float(v) for v in finder.results["loss"]]
+        raw = raw_losses(smoothed)
+        curve = {"lr": lrs, "loss": smoothed, "raw_loss": raw}
+        fig = _lr_plot(lrs, raw, smoothed, suggestion)
         plot = Path(tmp) / "lr_finder.png"
-        fig.savefig(plot, dpi=100)  # type: ignore[union-attr]
-        plt.close(fig)  # type: ignore[arg-type]
+        fig.savefig(plot, dpi=100)
+        plt.close(fig)
         params = {
             "tune.lr_suggestion": suggestion,
             "tune.min_lr": min_lr,

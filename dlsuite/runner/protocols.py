@@ -83,9 +83,10 @@ def _parent(cfg: RunConfig, kind: str, parent_run_id: str | None, tags: dict[str
 
     if not (cfg.tracking.enabled and is_rank_zero()):
         return None
-    name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}-{kind}"
+    name = cfg.tracking.run_name or f"{cfg.name or f'{cfg.model.name}-{cfg.data.name}'}-{kind}"
     all_tags = {**run_tags(cfg), **(tags or {}), record.PROTOCOL: kind}
-    return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id)
+    numbered = cfg.tracking.run_name is None  # repeated runs of one config are told apart by number
+    return TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, all_tags, parent_run_id, number=numbered)
 
 
 def mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:

@@ -13,6 +13,11 @@ def quiet() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Restoring the finders' own temporary checkpoints (and the best one before testing) says that
+    # weights_only defaulted to False: an internal detail. The batch-size finder's "will continue with
+    # full run" is wrong here: `find-batch-size` stops after the search.
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.tuner.batch_size_scaling").setLevel(logging.WARNING)
     for msg in (
         ".*does not have many workers.*",
         ".*LeafSpec.*",

@@ -18,21 +18,24 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from dlsuite.build import build_run, describe
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.models.cost import cost_metrics
 from dlsuite.models.hooks import HasTrackingTags
+from dlsuite.runner.progress import EpochProgressBar
 from dlsuite.runner.summary import FINAL_KEYS
 from dlsuite.tasks.classification import ClassificationTask
 from dlsuite.techniques.callbacks import technique_callbacks
 from dlsuite.techniques.hooks import RecordsEpochs
 from dlsuite.techniques.speed import EpochTimer, resolve_precision, step_callbacks
 from dlsuite.tracking import plots, record
+from dlsuite.tracking.dataset import log_dataset
 from dlsuite.tracking.env import environment
 from dlsuite.tracking.logger import EpochMLflowLogger
+from dlsuite.tracking.model import finish_model, linked_metrics, start_model
 from dlsuite.tracking.runs import Killed, TrackedRun
 
 
@@ -120,7 +123,7 @@ def _trainer(
     if es is not None:
         cbs.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
     if t.progress_bar:
-        cbs.append(TQDMProgressBar(refresh_rate=10))
+        cbs.append(EpochProgressBar(refresh_rate=10))
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -152,10 +155,11 @@ def _log_start(tracked: TrackedRun, cfg: RunConfig, facts: dict[str, Any]) -> No
 def _log_end(
     tracked: TrackedRun, task: Any, dm: Any, summary: dict[str, float], best_ckpt: str, cfg: RunConfig
 ) -> None:
-    from mlflow.entities import Metric
-
-    ts = int(time.time() * 1000)
-    tracked.client.log_batch(tracked.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in summary.items()])
+    # The logged model exists before the final numbers are written, so they are written once, linked to it.
+    model_id = None
+    if cfg.tracking.log_model:  # named by architecture and data, as the model list shows it
+        model_id = start_model(tracked.client, tracked.run_id, run_tags(cfg), f"{cfg.model.name}-{cfg.data.name}")
+    tracked.client.log_batch(tracked.run_id, metrics=linked_metrics(summary, model_id))
     with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
         out = Path(tmp)
         if cfg.tracking.plots and task.history:
@@ -164,10 +168,12 @@ def _log_end(
         matrix = task.test_confusion if isinstance(task, ClassificationTask) else None
         if cfg.tracking.plots and matrix is not None:
             classes = dm.classes or [str(i) for i in range(len(matrix))]
-            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png")
+            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png", split="test")
             tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")
     if cfg.tracking.log_checkpoint and best_ckpt and Path(best_ckpt).is_file():
         tracked.client.log_artifact(tracked.run_id, best_ckpt, "checkpoints")
+    if model_id is not None:
+        finish_model(tracked.client, tracked.run_id, model_id, task.model)  # the tested weights
 
 
 def train(
@@ -176,6 +182,7 @@ def train(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     callbacks: list[Callback] | None = None,
+    overrides: list[str] | None = None,
 ) -> RunResult:
     """Train, validate and test one run as ``cfg`` describes, recording it in MLflow.
 
@@ -184,6 +191,9 @@ def train(
         parent_run_id: MLflow run to attach this run to as a child (studies, folds).
         tags: extra tags for the MLflow run.
         callbacks: extra Lightning callbacks (pruning, diagnostics...).
+        overrides: the ``key=value`` overrides ``cfg`` was made with, shown in the run's name.
+            Without ``tracking.run_name`` a run is named ``<config>-N`` (N counts the experiment's
+            runs of that config), then the overrides: ``mnist1d_cnn-3 lr=0.01``.
 
     Raises:
         DlsuiteError: bad data or settings, before any run is created; TrainingDiverged on NaN loss.
@@ -201,9 +211,18 @@ def train(
     tags = {**(model.tracking_tags if isinstance(model, HasTrackingTags) else {}), **(tags or {})}
     tracked = None
     if cfg.tracking.enabled and is_rank_zero():
-        name = cfg.tracking.run_name or f"{cfg.model.name}-{cfg.data.name}"
+        name = cfg.tracking.run_name or cfg.name or f"{cfg.model.name}-{cfg.data.name}"
+        shown = {k: v for k, _, v in (o.partition("=") for o in overrides or []) if not k.startswith("tracking.")}
+        if overrides:
+            tags[record.OVERRIDES_TAG] = " ".join(overrides)[:5000]
         tracked = TrackedRun(
-            cfg.tracking.uri, cfg.tracking.experiment, name, {**run_tags(cfg), **(tags or {})}, parent_run_id
+            cfg.tracking.uri,
+            cfg.tracking.experiment,
+            name,
+            {**run_tags(cfg), **tags},
+            parent_run_id,
+            number=cfg.tracking.run_name is None,
+            label=record.label(dict(shown)) if cfg.tracking.run_name is None else "",
         )
     ckpt_dir = tempfile.mkdtemp(prefix="dlsuite-ckpt-")
     try:
@@ -211,6 +230,7 @@ def train(
             logger = None
             if tracked is not None:
                 _log_start(tracked, cfg, facts)
+                log_dataset(tracked.client, tracked.run_id, dm, cfg)
                 logger = EpochMLflowLogger(tracked.client, tracked.run_id)
             timer = EpochTimer()
             extra = [timer, *step_callbacks(cfg.trainer), *(callbacks or [])]

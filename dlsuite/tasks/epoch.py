@@ -110,9 +110,9 @@ class EpochTask(LeanHooks, L.LightningModule):
         self.history.append(row)
 
     def on_test_epoch_end(self) -> None:
-        """Final test numbers."""
+        """Final test numbers, kept for the run's summary. Not passed to the logger: the run logs them
+        once with its other final numbers (logged here too they appeared twice, at the last epoch and at 0)."""
         self.test_results = self.stage_metrics("test")
-        self.log_dict(self.test_results, sync_dist=False)
 
     # -- configuration -----------------------------------------------------------------------
     def configure_callbacks(self) -> list[Any]:

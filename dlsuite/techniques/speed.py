@@ -60,10 +60,32 @@ def resolve_precision(t: TrainerConfig) -> str:
     return "32-true"
 
 
+WORKER_ENV = "DLSUITE_STUDY_WORKER"
+"""Set in study worker processes, which choose their thread count from the number of workers."""
+
+
+def auto_threads() -> int:
+    """The CPU threads a run should use: the cores this process may run on minus the machine's load
+    (1-minute average, which does not count this process before it starts), at least one."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform: assume a quiet machine
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
 def configure_backends(t: TrainerConfig) -> None:
-    """Process-wide numeric settings (cuDNN autotuning is passed to the Trainer as ``benchmark``)."""
+    """Process-wide settings: CPU threads, matmul precision (cuDNN autotuning is the Trainer's ``benchmark``)."""
     cheap_cuda_check()
     torch.set_float32_matmul_precision(t.matmul_precision)
+    if t.threads != "auto":
+        torch.set_num_threads(t.threads)
+    elif os.environ.get("OMP_NUM_THREADS") is None and not os.environ.get(WORKER_ENV):
+        # An explicit OMP_NUM_THREADS and a study worker's own split (dlsuite.hpo.worker) are obeyed.
+        torch.set_num_threads(auto_threads())
 
 
 def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:

@@ -16,9 +16,12 @@ def learning_curves(history: list[dict[str, float]], path: Path) -> Path:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [int(r["epoch"]) for r in history]
     for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
+        curves = {}
         for split, style in (("train", "-"), ("val", "--")):
-            ys = [r.get(f"{split}_{key}", np.nan) for r in history]
-            ax.plot(epochs, ys, style, label=split)
+            curves[split] = np.asarray([r.get(f"{split}_{key}", np.nan) for r in history], dtype=float)
+            ax.plot(epochs, curves[split], style, label="validation" if split == "val" else "train")
+        if not np.all(np.isnan(curves["val"])):  # the generalisation gap, shaded between the two curves
+            ax.fill_between(epochs, curves["train"], curves["val"], color="C3", alpha=0.15, label="gap")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -28,20 +31,22 @@ def learning_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax_acc.axvline(best, color="grey", lw=0.8, ls=":", label=f"best val (epoch {best})")
     ax_loss.legend()
     ax_acc.legend()
-    fig.suptitle("learning curves (gap = train - validation)")
+    fig.suptitle("learning curves: train and validation, the gap between them shaded")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
-    """Row-normalised confusion matrix (true class by row) with counts written in cells."""
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, split: str = "test") -> Path:
+    """Row-normalised confusion matrix of ``split`` (true class by row), counts in the cells, a colour bar."""
     n = len(classes)
-    size = min(max(4.0, 0.5 * n), 20.0)
-    fig, ax = plt.subplots(figsize=(size, size))
+    size = min(max(4.5, 0.5 * n), 20.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row)")
+    ax.set_title(f"{split} set confusion matrix ({int(matrix.sum())} examples; cells: counts)")
     if n <= 20:
         for i in range(n):
             for j in range(n):

@@ -33,7 +33,10 @@ STUDY = "optuna.study"
 """The Optuna study a run belongs to (trial runs and the parent run)."""
 TRIAL = "optuna.trial"
 STATE = "optuna.state"
-"""The Optuna state a trial ended in (COMPLETE, PRUNED, FAIL)."""
+"""How a study trial ended in Optuna terms (RUNNING, COMPLETE, PRUNED, FAIL), beside MLflow's run status,
+which cannot say PRUNED: a pruned trial's run ends FINISHED (it was stopped on purpose, then tested and
+logged like any other; KILLED means interrupted or crashed) and its name ends ``(pruned at epoch N)``."""
+TRIAL_STATE_TAG = STATE
 FAIL_REASON = "optuna.fail_reason"
 STUDY_TYPE = "dlsuite.study_type"
 STUDY_PARENT = "dlsuite.study_parent"
@@ -64,6 +67,8 @@ ATTR_METRICS = "dlsuite.metrics"
 ATTR_OWNER = "dlsuite.owner"
 ATTR_REQUEUED = "dlsuite.requeued"
 ATTR_RETRY_OF = "dlsuite.retry_of"
+ATTR_SUMMARY = "dlsuite.summary"
+"""A trial's run summary (every number the run produced), so reports need not ask MLflow."""
 ATTR_VARIANT = "variant"
 ATTR_SEED = "seed"
 """A compare trial's variant and seed: also its Optuna params, so they keep Optuna's plain names."""
@@ -89,3 +94,68 @@ TIMER_METRICS = ("epoch_time_s", "train_time_s", "steps_per_s", "compile_time_s"
 def tag_filter(key: str, value: str) -> str:
     """An MLflow ``search_runs`` filter on one tag (backquoted: the names contain dots)."""
     return f"tags.`{key}` = '{value}'"
+
+
+# -- experiment tags ---------------------------------------------------------------------------
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's UI opens an experiment on the page its kind names; without it the UI may infer a GenAI
+experiment and open on Traces. The values are the UI's ``ExperimentKind`` enum (mlflow 3.17 JS bundle)."""
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+"""``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT``, shown as "Machine learning": the UI opens on the runs table."""
+
+# -- run tags ----------------------------------------------------------------------------------
+BEST_TRIAL_TAG = "dlsuite.best_trial"
+"""On a study's parent run: the number of the best trial (first best for several objectives)."""
+BEST_RUN_TAG = "dlsuite.best_run_id"
+"""On a study's parent run: the MLflow run id of the best trial."""
+
+# -- a study's parent run ---------------------------------------------------------------------
+BEST_PREFIX = "best."
+"""Tags ``best.<key>`` on a study's parent run: the best trial's sampled values (the same values are also
+logged as params under the trials' own keys, once: MLflow params cannot change; the objective metrics
+are logged on the parent under their own names, so the parent row lines up with its trials' columns)."""
+
+# -- dataset inputs ----------------------------------------------------------------------------
+DATASET_CONTEXT_KEY = "mlflow.data.context"
+"""Input tag MLflow shows beside a dataset in the runs table (``mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT``)."""
+DATASET_CONTEXT_TRAIN = "training"
+"""The context of a run's dataset input: one input holds the whole split (sizes in its profile)."""
+
+OVERRIDES_TAG = "dlsuite.overrides"
+"""On a ``dlsuite train`` run: the ``--set`` overrides it was started with, as typed."""
+
+
+# -- run names ---------------------------------------------------------------------------------
+def short_value(v: object) -> str:
+    """A value as a run name shows it: floats to 3 significant digits, the rest as text."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def label(values: dict[str, object], width: int = 60) -> str:
+    """``lr=0.00312 batch_size=64``: dotted keys shortened to their last part, cut to ``width``."""
+    text = " ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in values.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def numbered(base: str, existing: list[str]) -> str:
+    """``base-N``, N one more than the highest ``base-<n>`` in ``existing`` (a run name may carry a
+    label after a space), so runs of one config are told apart in the order they were started."""
+    import re
+
+    pattern = re.compile(re.escape(base) + r"-(\d+)(?: .*)?")
+    seen = [int(m.group(1)) for name in existing if (m := pattern.fullmatch(name))]
+    return f"{base}-{max(seen, default=0) + 1}"
+
+
+# -- MLflow UI views -------------------------------------------------------------------------------
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+"""Experiment tag prefix MLflow's UI reads a shared runs-table view from (filter, sort, columns); the
+page ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens it (mlflow 3.17 JS bundle). The UI has no
+other server-side way to choose columns: its default shows Dataset, Models and Source, no metric or param."""
+
+
+def column(kind: str, name: str) -> str:
+    """A runs-table column id as the UI writes it: ``metrics.`test_acc```, ``params.`optim.lr```."""
+    return f"{kind}.`{name}`"

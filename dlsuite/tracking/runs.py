@@ -174,6 +174,9 @@ class TrackedRun:
         run_name: the run's name.
         tags: tags set at creation.
         parent_run_id: makes this a child run (``mlflow.parentRunId``), e.g. a study trial.
+        number: name the run ``<run_name>-N`` (N counts earlier runs of that name in the experiment),
+            so repeated runs of one config are told apart; ``label`` follows after a space.
+        label: what sets the run apart (e.g. its overrides), appended to the name.
     """
 
     def __init__(
@@ -183,12 +186,16 @@ class TrackedRun:
         run_name: str,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
+        number: bool = False,
+        label: str = "",
     ) -> None:
         self.client = store.client(uri)
         self.experiment = experiment
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.parent_run_id = parent_run_id
+        self.number = number
+        self.label = label
         self.run_id = ""
         self.status = "RUNNING"
         self._signal: str | None = None
@@ -200,10 +207,23 @@ class TrackedRun:
         tags = {**self.tags, OWNER_TAG: owner_id()}
         if self.parent_run_id:
             tags[record.PARENT] = self.parent_run_id
+        if self.number:
+            self.run_name = self._numbered_name(exp)
+        if self.label:
+            self.run_name = f"{self.run_name} {self.label}"
         run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self._install_signals()
         return self
+
+    def _numbered_name(self, exp: str) -> str:
+        # The latest runs of that name suffice: numbers grow with start time. Two runs started in the
+        # same instant may get one number; their ids still differ.
+        like = self.run_name.replace("%", "_").replace("'", "_")  # "_" matches any one character
+        latest = self.client.search_runs(
+            [exp], f"attributes.run_name LIKE '{like}-%'", max_results=200, order_by=["attributes.start_time DESC"]
+        )
+        return record.numbered(self.run_name, [r.info.run_name for r in latest])
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

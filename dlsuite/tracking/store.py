@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking.record import EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -223,12 +224,21 @@ def move_aside(db: Path) -> Path:
 
 
 def experiment_id(c: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created (with our artifact root) when missing."""
+    """The id of experiment ``name``, created (with our artifact root) when missing, and marked as a
+    model-training experiment so MLflow 3's UI opens it on the runs table (not on GenAI traces)."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older dlsuite or by hand: mark it once
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING)
         return str(exp.experiment_id)
     try:
-        return str(c.create_experiment(name, artifact_location=artifact_root(c.tracking_uri)))
+        return str(
+            c.create_experiment(
+                name,
+                artifact_location=artifact_root(c.tracking_uri),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING},
+            )
+        )
     except Exception:
         exp = c.get_experiment_by_name(name)
         if exp is None:
