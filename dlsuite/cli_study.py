@@ -52,8 +52,8 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 def cmd_study_list(args: argparse.Namespace) -> int:
     """List the studies in the storage with their trial counts by state.
 
-    ``retried`` counts trials whose worker died or was interrupted and whose parameters were run again
-    (FAIL in Optuna); ``FAIL`` counts only trials that failed on their own.
+    "retried" counts trials whose worker died or was interrupted and whose parameters were run again
+    (FAIL in Optuna); "FAIL" counts only trials that failed on their own.
     """
     from dlsuite.hpo.trials import STATES
     from dlsuite.reports.study import _table, list_studies

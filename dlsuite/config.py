@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -294,7 +294,7 @@ class TrainerConfig(Section):
     default: on an H100 a ResNet-18 on 32x32 inputs was slower with it (see benchmarks/README.md)."""
     cudnn_benchmark: bool = True
     """Let cuDNN time its convolution algorithms for the shapes seen (fixed shapes: safe and faster)."""
-    threads: int | Literal["auto"] = "auto"
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     """CPU threads torch uses (``torch.set_num_threads``). ``auto``: the cores this process may use that
     the machine's load leaves free (1-minute load average), at least 1; a second thread that competes for
     a busy core slowed a run 5x (benchmarks/README.md). Study workers split the cores among themselves."""

@@ -213,7 +213,7 @@ def test_ui_says_on_its_first_line_that_it_reaped(store: str, data_cache: Path, 
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    assert first.startswith("MLflow UI at http://127.0.0.1:") and "ended 1 orphaned run KILLED" in first, first
+    assert first.startswith("starting the MLflow UI on 127.0.0.1:") and "ended 1 orphaned run KILLED" in first, first
     assert c.get_run(run_id).info.status == "KILLED"
 
 

@@ -110,19 +110,19 @@ def test_a_study_parent_carries_the_best_trial_and_a_runs_view(store: str, tmp_p
     from dlsuite.hpo.study import run_study
     from tests.test_studies import write_study
 
-    body = "space:\n  optim.lr: [0.01, 1.0e-6]\nmetric: test_acc\nn_trials: 2\nsampler: {name: grid}\n"
+    body = "space:\n  optim.lr: [0.01, 1.0e-6]\nmetric: best_val_acc\nn_trials: 2\nsampler: {name: grid}\n"
     spec = load_study_spec(write_study(tmp_path, body, name="ui"), ["trainer.max_epochs=1"])
-    result = run_study(spec, report=False)
+    result = run_study(spec)
     study = optuna.load_study(study_name="ui", storage=open_storage(resolve_storage()))
     c = MlflowClient(store)
     parent = c.get_run(str(result.parent_run_id))
     assert parent.data.params["optim.lr"] == str(study.best_params["optim.lr"])
-    assert parent.data.metrics["test_acc"] == study.best_value
+    assert parent.data.metrics["best_val_acc"] == study.best_value
     assert parent.data.tags[record.BEST_TRIAL_TAG] == str(study.best_trial.number)
     exp = c.get_experiment_by_name("ui")
     view = json.loads(exp.tags[record.SHARED_VIEW_PREFIX + "dlsuite-ui"])
-    assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
-    assert {"metrics.`test_acc`", "params.`optim.lr`", "tags.`optuna.state`"} <= set(view["selectedColumns"])
+    assert view["orderByKey"] == "metrics.`best_val_acc`" and view["orderByAsc"] is False
+    assert {"metrics.`best_val_acc`", "params.`optim.lr`", "tags.`optuna.state`"} <= set(view["selectedColumns"])
     trials = c.search_runs([exp.experiment_id], view["searchFilter"])  # the view's filter is valid MLflow
     names = {r.info.run_name for r in trials}  # the grid's order is its own: trial numbers vary
     assert names in ({"ui-000 lr=0.01", "ui-001 lr=1e-06"}, {"ui-000 lr=1e-06", "ui-001 lr=0.01"})

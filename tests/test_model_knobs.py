@@ -60,7 +60,7 @@ def test_study_check_refuses_a_space_beyond_a_knobs_range(
     study.write_text(
         f"name: too_much_dropout\nbase: {ROOT / 'configs' / 'mnist1d_cnn.yaml'}\n"
         "space:\n  model.dropout: {type: float, low: 0.0, high: 1.5}\n"
-        "metric: test_acc\nn_trials: 2\n"
+        "metric: best_val_acc\nn_trials: 2\n"
     )
     before = sorted(p.name for p in tmp_path.iterdir())
     code = main(["study", "run", str(study), "--check"])
