@@ -1,0 +1,132 @@
+"""Optimisers over stacked parameters, with one coefficient per member.
+
+``torch.optim`` takes one learning rate (and momentum, weight decay) per parameter group; a stacked
+parameter ``(P, ...)`` holds P members that each need their own. Here every coefficient is a length-P
+tensor broadcast as ``(P, 1, ...)``, and the updates follow ``torch.optim``'s single-tensor formulas
+(``torch/optim/sgd.py``, ``adam.py``, torch 2.14) term by term, so that member ``i`` takes the step
+``torch.optim`` would take for it. As in :mod:`dlsuite.techniques.optim`, weight decay applies only
+to tensors of two or more dimensions per member unless ``decay_norm_and_bias``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dlsuite.config import OptimConfig
+
+#: Optimisers the population can run; others fall back to the sequential runner.
+POPULATION_OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class Coefficients:
+    """Per-member optimiser settings, each a float64 tensor of length P (bools as 0/1)."""
+
+    lr: torch.Tensor
+    weight_decay: torch.Tensor
+    momentum: torch.Tensor
+    nesterov: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+
+    @classmethod
+    def of(cls, configs: Sequence[OptimConfig]) -> Coefficients:
+        """The coefficients of each member's ``optim`` section, in order."""
+
+        def col(values: Sequence[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float64)
+
+        return cls(
+            lr=col([c.lr for c in configs]),
+            weight_decay=col([c.weight_decay for c in configs]),
+            momentum=col([c.momentum for c in configs]),
+            nesterov=col([float(c.nesterov) for c in configs]),
+            beta1=col([c.betas[0] for c in configs]),
+            beta2=col([c.betas[1] for c in configs]),
+            eps=col([c.eps for c in configs]),
+        )
+
+
+def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` ``(P,)`` as ``(P, 1, ...)`` in ``like``'s dtype and device, to broadcast against it."""
+    return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+class PopulationOptimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over a dict of stacked leaf parameters.
+
+    Args:
+        params: stacked parameters ``(P, ...)`` whose ``.grad`` the step reads.
+        name: ``sgd``, ``adam`` or ``adamw``.
+        coeffs: per-member settings; ``step(lr)`` takes the current learning rates (schedules).
+        decay_all: decay 1-D tensors too (``optim.decay_norm_and_bias``).
+    """
+
+    def __init__(
+        self, params: dict[str, torch.Tensor], name: str, coeffs: Coefficients, decay_all: bool = False
+    ) -> None:
+        if name not in POPULATION_OPTIMIZERS:
+            raise ValueError(f"no population optimiser {name!r}; these exist: {', '.join(POPULATION_OPTIMIZERS)}")
+        self.params = params
+        self.name = name
+        self.c = coeffs
+        self.steps = 0
+        # Per member a stacked tensor of dim d is a tensor of dim d - 1.
+        self.decays = {k: decay_all or p.dim() - 1 >= 2 for k, p in params.items()}
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (as ``set_to_none=True``)."""
+        for p in self.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor | None = None) -> None:
+        """One update of every member with learning rates ``lr`` ``(P,)`` (default: the base rates)."""
+        lr = self.c.lr if lr is None else lr
+        self.steps += 1
+        for k, p in self.params.items():
+            if p.grad is None:
+                continue
+            wd = self.c.weight_decay if self.decays[k] else torch.zeros_like(self.c.weight_decay)
+            if self.name == "sgd":
+                self._sgd(k, p, p.grad, lr, wd)
+            else:
+                self._adam(k, p, p.grad, lr, wd, decoupled=self.name == "adamw")
+
+    def _sgd(self, k: str, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor) -> None:
+        momentum = _per_member(self.c.momentum, p)
+        grad = grad + _per_member(wd, p) * p  # grad.add(param, alpha=weight_decay)
+        st = self.state.setdefault(k, {})
+        if "buf" not in st:  # torch clones the first gradient: momentum * 0 + grad is that exactly
+            st["buf"] = torch.zeros_like(p)
+        buf = st["buf"]
+        buf.mul_(momentum).add_(grad)  # dampening 0; a member with momentum 0 gets buf = grad
+        nesterov = _per_member(self.c.nesterov, p).bool()
+        grad = torch.where(nesterov, grad + momentum * buf, buf)
+        p.sub_(_per_member(lr, p) * grad)
+
+    def _adam(
+        self, k: str, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor, decoupled: bool
+    ) -> None:
+        if decoupled:
+            p.mul_(1 - _per_member(lr * wd, p))  # AdamW: param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad + _per_member(wd, p) * p  # Adam: L2 added to the gradient
+        st = self.state.setdefault(k, {})
+        if "exp_avg" not in st:
+            st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        beta1, beta2 = _per_member(self.c.beta1, p), _per_member(self.c.beta2, p)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad * (1 - beta2))
+        # The bias corrections and step size in float64, as torch computes them in Python floats.
+        bias_correction1 = 1 - self.c.beta1**self.steps
+        bias_correction2_sqrt = (1 - self.c.beta2**self.steps).sqrt()
+        step_size = lr / bias_correction1
+        denom = (exp_avg_sq.sqrt() / _per_member(bias_correction2_sqrt, p)).add_(_per_member(self.c.eps, p))
+        p.sub_(_per_member(step_size, p) * exp_avg / denom)

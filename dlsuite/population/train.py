@@ -1,0 +1,120 @@
+"""The population's training loop: per-member batches from per-member seeds, one step for all.
+
+Member ``i`` visits the training split in the order the sequential run with its seed visits it
+(:class:`dlsuite.data.base.TensorBatches`: a ``randperm`` from ``seed + epoch``), so with dropout off
+and no augmentation a population reproduces its members' sequential runs to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from dlsuite.config import RunConfig
+from dlsuite.population.members import Stacked, member_losses, member_model
+from dlsuite.population.optim import Coefficients, PopulationOptimizer
+from dlsuite.population.schedule import rate_table
+
+
+@dataclass
+class History:
+    """Per-epoch figures, one list per epoch of P values (member order)."""
+
+    train_loss: list[list[float]] = field(default_factory=list)
+    val_loss: list[list[float]] = field(default_factory=list)
+    val_acc: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class Population:
+    """Stacked members of one structure, their optimiser and their configs."""
+
+    cfgs: list[RunConfig]
+    stacked: Stacked
+    optimizer: PopulationOptimizer
+
+    @property
+    def seeds(self) -> list[int]:
+        """Each member's seed (weights, batch order, dropout masks)."""
+        return [c.seed for c in self.cfgs]
+
+
+def build_population(
+    cfgs: Sequence[RunConfig], input_shape: tuple[int, ...], num_classes: int, device: str | torch.device = "cpu"
+) -> Population:
+    """Initialise every member as its sequential run would, stack them and build the optimiser.
+
+    The configs must share their structure (:func:`dlsuite.population.group.structure_key`).
+    """
+    models = [
+        member_model(m.name, dict(m.knobs), input_shape, num_classes, m.init, m.init_std, c.seed)
+        for c, m in ((c, c.model) for c in cfgs)
+    ]
+    stacked = Stacked(models).to(device)
+    first = cfgs[0].optim
+    opt = PopulationOptimizer(
+        stacked.params, first.name, Coefficients.of([c.optim for c in cfgs]), first.decay_norm_and_bias
+    )
+    return Population(list(cfgs), stacked, opt)
+
+
+def epoch_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """``(P, n)``: each member's permutation of the training split for ``epoch`` (as TensorBatches draws it)."""
+    rows = [torch.randperm(n, generator=torch.Generator().manual_seed(s + epoch)) for s in seeds]
+    return torch.stack(rows).to(device)
+
+
+@torch.no_grad()
+def evaluate(stacked: Stacked, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean loss and accuracy ``(P,)`` on the shared split ``(x, y)``."""
+    loss = torch.zeros(stacked.size, device=x.device, dtype=torch.float64)
+    correct = torch.zeros_like(loss)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        logits = stacked.forward_eval(xb)  # (P, B, C)
+        target = yb.expand(stacked.size, -1)
+        ce = F.cross_entropy(logits.flatten(0, 1), target.reshape(-1), reduction="none").view(stacked.size, -1)
+        loss += ce.sum(1).double()
+        correct += (logits.argmax(-1) == target).sum(1).double()
+    return loss / len(x), correct / len(x)
+
+
+def fit(
+    pop: Population,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    epochs: int | None = None,
+) -> History:
+    """Train every member for ``epochs`` (default: the configs' ``trainer.max_epochs``) on device-resident data.
+
+    The reported training loss of an epoch is each member's loss averaged over its examples.
+    """
+    cfg = pop.cfgs[0]
+    epochs = cfg.trainer.max_epochs if epochs is None else epochs
+    x, y = train
+    n, bs = len(x), cfg.data.batch_size
+    steps = -(-n // bs)
+    rates = rate_table([c.optim for c in pop.cfgs], epochs, steps)
+    st, opt, hist = pop.stacked, pop.optimizer, History()
+    for epoch in range(epochs):
+        order = epoch_order(pop.seeds, epoch, n, x.device)
+        total = torch.zeros(st.size, device=x.device, dtype=torch.float64)
+        for i, start in enumerate(range(0, n, bs)):
+            idx = order[:, start : start + bs]  # (P, B)
+            logits, buffers = st.forward_train(x[idx])
+            losses = member_losses(logits, y[idx])
+            opt.zero_grad()
+            # Members share no parameter, so the gradient of the sum is each member's own gradient.
+            losses.sum().backward()
+            opt.step(rates[epoch * steps + i])
+            st.buffers = {k: v.detach() for k, v in buffers.items()}
+            total += losses.detach().double() * idx.shape[1]
+        hist.train_loss.append((total / n).tolist())
+        if val is not None:
+            vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size)
+            hist.val_loss.append(vl.tolist())
+            hist.val_acc.append(va.tolist())
+    return hist
