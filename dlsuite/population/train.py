@@ -82,6 +82,19 @@ def evaluate(stacked: Stacked, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss / len(x), correct / len(x)
 
 
+def train_step(pop: Population, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
+    """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``; the losses ``(P,)``."""
+    st = pop.stacked
+    logits, buffers = st.forward_train(x)
+    losses = member_losses(logits, y)
+    pop.optimizer.zero_grad()
+    # Members share no parameter, so the gradient of the sum is each member's own gradient.
+    losses.sum().backward()
+    pop.optimizer.step(lr)
+    st.buffers = {k: v.detach() for k, v in buffers.items()}
+    return losses.detach()
+
+
 def fit(
     pop: Population,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -98,20 +111,14 @@ def fit(
     n, bs = len(x), cfg.data.batch_size
     steps = -(-n // bs)
     rates = rate_table([c.optim for c in pop.cfgs], epochs, steps)
-    st, opt, hist = pop.stacked, pop.optimizer, History()
+    st, hist = pop.stacked, History()
     for epoch in range(epochs):
         order = epoch_order(pop.seeds, epoch, n, x.device)
         total = torch.zeros(st.size, device=x.device, dtype=torch.float64)
         for i, start in enumerate(range(0, n, bs)):
             idx = order[:, start : start + bs]  # (P, B)
-            logits, buffers = st.forward_train(x[idx])
-            losses = member_losses(logits, y[idx])
-            opt.zero_grad()
-            # Members share no parameter, so the gradient of the sum is each member's own gradient.
-            losses.sum().backward()
-            opt.step(rates[epoch * steps + i])
-            st.buffers = {k: v.detach() for k, v in buffers.items()}
-            total += losses.detach().double() * idx.shape[1]
+            losses = train_step(pop, x[idx], y[idx], rates[epoch * steps + i])
+            total += losses.double() * idx.shape[1]
         hist.train_loss.append((total / n).tolist())
         if val is not None:
             vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size)
