@@ -129,3 +129,17 @@ def test_training_forward_leaves_the_stacked_buffers_untouched() -> None:
     assert not torch.equal(new["blocks.0.1.running_mean"], before["blocks.0.1.running_mean"])
     # each member's running statistics come from its own batch
     assert not torch.equal(new["blocks.0.1.running_mean"][0], new["blocks.0.1.running_mean"][1])
+
+
+def test_each_member_drops_out_at_its_own_rate_with_its_own_masks() -> None:
+    rates = (0.0, 0.5, 0.5)
+    models = [member_model("mlp", {"dropout": p, "width": 64}, (1, 40), 10, "default", 0.02, 0) for p in rates]
+    stacked = Stacked(models)
+    x = torch.randn(16, 1, 40)
+    train_out, _ = stacked.forward_train(x.expand(3, -1, -1, -1))
+    eval_out = stacked.forward_eval(x)
+    torch.testing.assert_close(train_out[0], eval_out[0])  # rate 0: the input passes untouched
+    assert not torch.allclose(train_out[1], eval_out[1])
+    # same seed, same rate, same input: only the masks differ between members 1 and 2
+    torch.testing.assert_close(eval_out[1], eval_out[2])
+    assert not torch.allclose(train_out[1], train_out[2])

@@ -4,7 +4,8 @@ Each member is built exactly as :func:`dlsuite.build.build_run` builds a run's m
 seed, so member ``i`` of a population starts from the weights the sequential run with that seed
 starts from. Batch normalisation keeps per-member statistics: batch statistics in training, and
 running statistics returned as new tensors (the stacked state is never updated in place under
-``vmap``) and used in evaluation.
+``vmap``) and used in evaluation. Dropout layers take each member's own rate (a stacked buffer) and
+draw each member's own masks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,36 @@ def member_model(
     return model
 
 
+class MemberDropout(nn.Module):
+    """Dropout whose rate is a buffer, so that each member of a stack drops at its own rate.
+
+    Under ``vmap(randomness="different")`` every member draws its own mask. A rate of 0 keeps the
+    input exactly, as ``nn.Dropout(0)`` does.
+    """
+
+    p: torch.Tensor
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
+def _per_member_dropout(template: nn.Module, members: Sequence[nn.Module]) -> Tensors:
+    """Swap the template's ``nn.Dropout`` layers for :class:`MemberDropout`; their stacked rates."""
+    rates: Tensors = {}
+    for name, module in list(template.named_modules()):
+        if type(module) is nn.Dropout:
+            parent, _, child = name.rpartition(".")
+            template.get_submodule(parent).register_module(child, MemberDropout(module.p))
+            rates[f"{name}.p"] = torch.tensor([float(m.get_submodule(name).p) for m in members])  # type: ignore[arg-type]
+    return rates
+
+
 class Stacked:
     """The stacked parameters (leaves, ``requires_grad``) and buffers of P models of one structure.
 
@@ -59,6 +90,7 @@ class Stacked:
         self.size = len(members)
         # The template holds structure only; every tensor is supplied by functional_call.
         self.template = copy.deepcopy(members[0]).to("meta")
+        self.buffers.update(_per_member_dropout(self.template, members))
         self._train = vmap(self._one_train, in_dims=(0, 0, 0), randomness="different")
         self._eval = vmap(self._one_eval, in_dims=(0, 0, None), randomness="different")
 
