@@ -21,7 +21,7 @@ from dlsuite.population.train import build_population, fit
 from dlsuite.techniques.optim import create_optimizer, create_scheduler
 from tests.conftest import tiny_config
 
-EPOCHS = 2
+EPOCHS = 2  # tiny_config trains 2 epochs
 # Float32 rounding differs between the stacked (batched matmul, grouped convolution) and the
 # per-model kernels; after 12 steps the largest difference seen here was 9e-7 (loss) and 8e-7 (weight).
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -39,16 +39,22 @@ def data(data_cache: Path) -> Iterator[tuple[Split, Split]]:
     yield dm.splits["train"], dm.splits["val"]
 
 
-def sequential(cfg: RunConfig, train: Split, val: Split) -> tuple[list[float], list[float], nn.Module]:
-    """One member alone in plain PyTorch: the suite's model, torch.optim, its schedule and batch order."""
+def sequential(
+    cfg: RunConfig, train: Split, val: Split, accuracy: list[float] | None = None
+) -> tuple[list[float], list[float], nn.Module]:
+    """One member alone in plain PyTorch: the suite's model, torch.optim, its schedule and batch order.
+
+    Returns per-epoch training and validation losses and the model; per-epoch validation accuracies
+    go to ``accuracy`` when given.
+    """
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model.name, tuple(train[0].shape[1:]), 10, **cfg.model.knobs)
     apply_init(model, cfg.model.init, cfg.model.init_std)
     opt = create_optimizer(model, cfg.optim)
     batches = TensorBatches(train, cfg.data.batch_size, shuffle=True, seed=cfg.seed)
-    sched = create_scheduler(opt, cfg.optim.schedule, EPOCHS, len(batches))["scheduler"]
+    sched = create_scheduler(opt, cfg.optim.schedule, cfg.trainer.max_epochs, len(batches))["scheduler"]
     train_loss, val_loss = [], []
-    for _ in range(EPOCHS):
+    for _ in range(cfg.trainer.max_epochs):
         model.train()
         total = 0.0
         for xb, yb in batches:
@@ -61,7 +67,10 @@ def sequential(cfg: RunConfig, train: Split, val: Split) -> tuple[list[float], l
         train_loss.append(total / len(train[0]))
         model.eval()
         with torch.no_grad():
-            val_loss.append(float(F.cross_entropy(model(val[0]), val[1])))
+            logits = model(val[0])
+            val_loss.append(float(F.cross_entropy(logits, val[1])))
+            if accuracy is not None:
+                accuracy.append(float((logits.argmax(1) == val[1]).double().mean()))
     return train_loss, val_loss, model
 
 

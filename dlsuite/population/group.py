@@ -33,7 +33,7 @@ PER_MEMBER = (
     "optim.betas",
     "optim.eps",
     "optim.schedule.",
-    "model.knobs.dropout",
+    "model.dropout",
 )
 #: How a sequential run is executed or recorded, not what it computes: ignored here.
 IGNORED = (

@@ -7,7 +7,7 @@ and no augmentation a population reproduces its members' sequential runs to floa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -100,10 +100,12 @@ def fit(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     epochs: int | None = None,
+    on_epoch: Callable[[int, History], None] | None = None,
 ) -> History:
     """Train every member for ``epochs`` (default: the configs' ``trainer.max_epochs``) on device-resident data.
 
-    The reported training loss of an epoch is each member's loss averaged over its examples.
+    The reported training loss of an epoch is each member's loss averaged over its examples;
+    ``on_epoch(epoch, history)`` is called after each epoch's validation (to report and prune).
     """
     cfg = pop.cfgs[0]
     epochs = cfg.trainer.max_epochs if epochs is None else epochs
@@ -124,4 +126,6 @@ def fit(
             vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size)
             hist.val_loss.append(vl.tolist())
             hist.val_acc.append(va.tolist())
+        if on_epoch is not None:
+            on_epoch(epoch, hist)
     return hist
