@@ -52,7 +52,8 @@ def sequential(
     apply_init(model, cfg.model.init, cfg.model.init_std)
     opt = create_optimizer(model, cfg.optim)
     batches = TensorBatches(train, cfg.data.batch_size, shuffle=True, seed=cfg.seed)
-    sched = create_scheduler(opt, cfg.optim.schedule, cfg.trainer.max_epochs, len(batches))["scheduler"]
+    spec = create_scheduler(opt, cfg.optim.schedule, cfg.trainer.max_epochs, len(batches))
+    sched, per_step = spec["scheduler"], spec["interval"] == "step"  # as Lightning steps it
     train_loss, val_loss = [], []
     for _ in range(cfg.trainer.max_epochs):
         model.train()
@@ -62,8 +63,11 @@ def sequential(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if per_step:
+                sched.step()
             total += float(loss.detach()) * len(yb)
-        sched.step()
+        if not per_step:
+            sched.step()
         train_loss.append(total / len(train[0]))
         model.eval()
         with torch.no_grad():
@@ -91,6 +95,10 @@ CASES = {
     "cnn-sgd-batchnorm": (
         ["model.norm=batch", "optim.name=sgd", "optim.momentum=0.9", "optim.decay_norm_and_bias=true"],
         [["optim.lr=0.05", "optim.weight_decay=0.001"], ["optim.lr=0.1"], ["optim.lr=0.02", "optim.momentum=0.5"]],
+    ),
+    "mlp-adamw-onecycle": (
+        ["model.name=mlp", "model.width=16", "optim.name=adamw", "optim.schedule.name=onecycle"],
+        [["optim.lr=0.01", "optim.weight_decay=0.05"], ["optim.lr=0.03"]],
     ),
     "linear-sgd": (
         ["model.name=linear", "optim.name=sgd"],

@@ -85,9 +85,18 @@ class PopulationOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor | None = None) -> None:
-        """One update of every member with learning rates ``lr`` ``(P,)`` (default: the base rates)."""
+    def step(self, lr: torch.Tensor | None = None, moment: torch.Tensor | None = None) -> None:
+        """One update of every member with learning rates ``lr`` ``(P,)`` (default: the base rates).
+
+        ``moment`` ``(P,)`` replaces SGD's momentum or Adam's ``beta1`` from this step on, as a
+        schedule that cycles them (one-cycle) sets them in ``torch.optim``'s parameter groups.
+        """
         lr = self.c.lr if lr is None else lr
+        if moment is not None:
+            if self.name == "sgd":
+                self.c.momentum = moment
+            else:
+                self.c.beta1 = moment
         self.steps += 1
         for k, p in self.params.items():
             if p.grad is None:

@@ -82,15 +82,24 @@ def evaluate(stacked: Stacked, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss / len(x), correct / len(x)
 
 
-def train_step(pop: Population, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
-    """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``; the losses ``(P,)``."""
+def train_step(
+    pop: Population,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: torch.Tensor | None = None,
+    moment: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``; the losses ``(P,)``.
+
+    ``lr`` and ``moment`` are the members' scheduled learning rates and momentum/``beta1`` ``(P,)``.
+    """
     st = pop.stacked
     logits, buffers = st.forward_train(x)
     losses = member_losses(logits, y)
     pop.optimizer.zero_grad()
     # Members share no parameter, so the gradient of the sum is each member's own gradient.
     losses.sum().backward()
-    pop.optimizer.step(lr)
+    pop.optimizer.step(lr, moment)
     st.buffers = {k: v.detach() for k, v in buffers.items()}
     return losses.detach()
 
@@ -112,14 +121,15 @@ def fit(
     x, y = train
     n, bs = len(x), cfg.data.batch_size
     steps = -(-n // bs)
-    rates = rate_table([c.optim for c in pop.cfgs], epochs, steps)
+    rates, moments = rate_table([c.optim for c in pop.cfgs], epochs, steps)
     st, hist = pop.stacked, History()
     for epoch in range(epochs):
         order = epoch_order(pop.seeds, epoch, n, x.device)
         total = torch.zeros(st.size, device=x.device, dtype=torch.float64)
         for i, start in enumerate(range(0, n, bs)):
             idx = order[:, start : start + bs]  # (P, B)
-            losses = train_step(pop, x[idx], y[idx], rates[epoch * steps + i])
+            t = epoch * steps + i
+            losses = train_step(pop, x[idx], y[idx], rates[t], moments[t])
             total += losses.double() * idx.shape[1]
         hist.train_loss.append((total / n).tolist())
         if val is not None:
