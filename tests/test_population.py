@@ -30,13 +30,16 @@ Split = tuple[torch.Tensor, torch.Tensor]
 
 
 @pytest.fixture(scope="module")
-def data(data_cache: Path) -> Iterator[tuple[Split, Split]]:
-    """300 MNIST-1D training sequences and the validation split, as tensors (CPU is the device here)."""
+def data(data_cache: Path) -> Iterator[dict[str, tuple[Split, Split]]]:
+    """Training (300 examples) and validation splits of MNIST-1D and digits, as tensors (CPU is the device)."""
+    out = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DLSUITE_DATA", str(data_cache))
-        dm = create_datamodule(tiny_config().data, 0)
-        dm.prepare()
-    yield dm.splits["train"], dm.splits["val"]
+        for name in ("mnist1d", "digits"):
+            dm = create_datamodule(tiny_config(f"data.name={name}").data, 0)
+            dm.prepare()
+            out[name] = (dm.splits["train"], dm.splits["val"])
+    yield out
 
 
 def sequential(
@@ -100,6 +103,18 @@ CASES = {
         ["model.name=mlp", "model.width=16", "optim.name=adamw", "optim.schedule.name=onecycle"],
         [["optim.lr=0.01", "optim.weight_decay=0.05"], ["optim.lr=0.03"]],
     ),
+    # A 2-D convnet with pooling, on 8x8 digits
+    "lenet-digits-sgd": (
+        ["data.name=digits", "model.name=lenet", "optim.name=sgd", "optim.momentum=0.9"],
+        [["optim.lr=0.05"], ["optim.lr=0.02", "optim.weight_decay=0.01"]],
+    ),
+    # Residual blocks with batch norm throughout (their convolutions have no bias). With Adam, a
+    # bias right before batch norm (cnn norm=batch) has a true gradient of 0, and Adam scales its
+    # rounding noise up to full steps: such biases drift apart between any two implementations.
+    "resnet-sgd-momentum": (
+        ["model.name=resnet", "model.depth=1", "optim.name=sgd", "optim.momentum=0.9"],
+        [["optim.lr=0.05"], ["optim.lr=0.02", "optim.nesterov=true", "optim.weight_decay=1e-3"]],
+    ),
     "linear-sgd": (
         ["model.name=linear", "optim.name=sgd"],
         [["optim.lr=0.1"], ["optim.lr=0.3"]],
@@ -108,10 +123,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_population_matches_members_trained_one_by_one(case: str, data: tuple[Split, Split]) -> None:
+def test_population_matches_members_trained_one_by_one(case: str, data: dict[str, tuple[Split, Split]]) -> None:
     shared, members = CASES[case]
     cfgs = [tiny_config(*shared, *extra, f"seed={10 + i}") for i, extra in enumerate(members)]
-    train, val = data
+    train, val = data[cfgs[0].data.name]
     pop = build_population(cfgs, tuple(train[0].shape[1:]), 10)
     hist = fit(pop, train, val, epochs=EPOCHS)
     for i, cfg in enumerate(cfgs):

@@ -78,7 +78,7 @@ def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> N
         tiny_config("model.width=16"),  # a shape knob: a structure of its own
         tiny_config("optim.name=rmsprop"),
         tiny_config("seed=5", "optim.schedule.name=cosine"),
-        tiny_config("model.name=resnet"),
+        tiny_config("model.name=vgg"),
         tiny_config("model.name=mlp", "model.dropout=0.1"),
         tiny_config("model.name=mlp", "model.dropout=0.3", "seed=4"),  # dropout rate: per member
     ]
@@ -95,5 +95,5 @@ def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> N
     assert "optim.grad_clip=1.0 is not vectorised yet" in lines[1]
     assert "no other config shares its structure" in lines[2]
     assert "'rmsprop' is not vectorised" in lines[3]
-    assert "model 'resnet' is not vectorised yet" in lines[4]
+    assert "model 'vgg' is not vectorised yet" in lines[4]
     assert [g.members for g in plan(cfgs[:2] + cfgs[5:6], max_size=2)] == [[0, 1], [2]]

@@ -20,7 +20,7 @@ from dlsuite.population.optim import POPULATION_OPTIMIZERS
 from dlsuite.population.schedule import METRIC_SCHEDULES
 
 #: Models whose population runs are tested against their sequential runs (tests/test_population.py).
-POPULATION_MODELS = ("linear", "mlp", "mnist1d_mlp", "cnn", "mnist1d_cnn")
+POPULATION_MODELS = ("linear", "mlp", "mnist1d_mlp", "cnn", "mnist1d_cnn", "lenet", "resnet")
 
 #: Keys (or key prefixes, ending in ".") each member may set for itself.
 PER_MEMBER = (
