@@ -31,7 +31,7 @@ from dlsuite.population.train import build_population, train_step
 RECIPE = ["model.name=mnist1d_cnn", "optim.name=adam", "optim.lr=0.01", "data.batch_size=100"]
 
 
-def _config(seed: int, device: str) -> RunConfig:
+def _config(seed: int) -> RunConfig:
     return load_config(None, [*RECIPE, f"seed={seed}"])
 
 
@@ -52,7 +52,7 @@ def _timed(step: Callable[[], None], seconds: float, device: torch.device) -> fl
 
 def hand(x: torch.Tensor, y: torch.Tensor, bs: int, device: torch.device) -> Callable[[], None]:
     """The hand-written loop's step, one model."""
-    cfg = _config(0, device.type)
+    cfg = _config(0)
     torch.manual_seed(0)
     model = create_model(cfg.model.name, tuple(x.shape[1:]), 10, **cfg.model.knobs)
     apply_init(model, cfg.model.init, cfg.model.init_std)
@@ -71,7 +71,7 @@ def hand(x: torch.Tensor, y: torch.Tensor, bs: int, device: torch.device) -> Cal
 
 def population(x: torch.Tensor, y: torch.Tensor, bs: int, size: int, device: torch.device) -> Callable[[], None]:
     """The population's step for ``size`` members, each on its own batch."""
-    pop = build_population([_config(s, device.type) for s in range(size)], tuple(x.shape[1:]), 10, device)
+    pop = build_population([_config(s) for s in range(size)], tuple(x.shape[1:]), 10, device)
 
     def step() -> None:
         idx = torch.randint(len(x), (size, bs), device=device)
@@ -91,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dm = create_datamodule(_config(0, args.device).data, 0)
+    dm = create_datamodule(_config(0).data, 0)
     dm.prepare()
     x, y = (t.to(device) for t in dm.splits["train"])
-    bs = _config(0, args.device).data.batch_size
+    bs = _config(0).data.batch_size
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = {"hand": hand(x, y, bs, device), **{f"P={n}": population(x, y, bs, n, device) for n in sizes}}
     members = {"hand": 1, **{f"P={n}": n for n in sizes}}

@@ -97,3 +97,12 @@ def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> N
     assert "'rmsprop' is not vectorised" in lines[3]
     assert "model 'vgg' is not vectorised yet" in lines[4]
     assert [g.members for g in plan(cfgs[:2] + cfgs[5:6], max_size=2)] == [[0, 1], [2]]
+
+
+def test_a_diverging_member_fails_alone(store: str) -> None:
+    cfgs = [tiny_config(*SHARED, *MEMBERS[0]), tiny_config(*SHARED, "seed=9", "optim.lr=1e30")]
+    study = optuna.create_study(direction="maximize")
+    outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=True))
+    assert outcomes[0].state == "COMPLETE"
+    assert outcomes[1].state == "FAIL"
+    assert outcomes[1].reason == "diverged: validation loss is not finite"
