@@ -61,11 +61,11 @@ def test_a_pruned_member_is_pruned_alone_at_its_epoch(store: str) -> None:
 
 
 def test_a_group_the_population_cannot_train_fails_with_the_reason(store: str) -> None:
-    cfgs = [tiny_config(*SHARED, "optim.grad_clip=1.0"), tiny_config(*SHARED)]
+    cfgs = [tiny_config(*SHARED, "regularization.l2=0.01"), tiny_config(*SHARED)]
     study = optuna.create_study()
     outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=False))
     assert {o.state for o in outcomes} == {"FAIL"}
-    assert "optim.grad_clip=1.0 is not vectorised yet" in str(outcomes[0].reason)
+    assert "regularization.l2=0.01 is not vectorised yet" in str(outcomes[0].reason)
     outcomes = PopulationRunner().run_group(cfgs[1:], [study.ask()], _ctx(prune=False, monitor="val_f1"))
     assert "cannot prune on 'val_f1'" in str(outcomes[0].reason)
 
@@ -74,7 +74,7 @@ def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> N
     cfgs = [
         tiny_config("seed=1"),
         tiny_config("seed=2", "optim.lr=0.1", "optim.weight_decay=0.01"),
-        tiny_config("optim.grad_clip=1.0"),
+        tiny_config("regularization.mixup_alpha=0.2"),
         tiny_config("model.width=16"),  # a shape knob: a structure of its own
         tiny_config("optim.name=rmsprop"),
         tiny_config("seed=5", "optim.schedule.name=cosine"),
@@ -92,7 +92,7 @@ def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> N
         ("population", [7, 8]),
     ]
     lines = describe(groups)
-    assert "optim.grad_clip=1.0 is not vectorised yet" in lines[1]
+    assert "regularization.mixup_alpha=0.2 is not vectorised yet" in lines[1]
     assert "no other config shares its structure" in lines[2]
     assert "'rmsprop' is not vectorised" in lines[3]
     assert "model 'vgg' is not vectorised yet" in lines[4]

@@ -3,7 +3,7 @@
 A population shares everything that determines the computation's shape or its non-scalar behaviour:
 model family and knobs, data and its arguments, batch size, epochs, task and loss, optimiser family.
 Its members may differ in the keys of :data:`PER_MEMBER` only. A config that uses something not
-vectorised yet (augmentation, k-fold, mixup, gradient clipping, SWA, ...) keeps the sequential runner,
+vectorised yet (augmentation, k-fold, mixup, L1/L2 penalties, SWA, ...) keeps the sequential runner,
 with a one-line reason (what ``--check`` shows).
 """
 
@@ -34,6 +34,8 @@ PER_MEMBER = (
     "optim.eps",
     "optim.schedule.",
     "model.dropout",
+    "regularization.label_smoothing",
+    "optim.grad_clip",
 )
 #: How a sequential run is executed or recorded, not what it computes: ignored here.
 IGNORED = (
@@ -60,7 +62,6 @@ UNSUPPORTED = (
     "task.loss",
     "task.loss_args",
     "optim.args",
-    "optim.grad_clip",
     "regularization.",
     "trainer.strategy",
     "trainer.num_nodes",
@@ -102,7 +103,7 @@ def why_not(cfg: RunConfig) -> str | None:
     if (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
         return "trainer.devices > 1: a population trains on one device"
     for key, value in _flat(cfg.to_dict()):
-        if _matches(key, UNSUPPORTED) and value != _defaults().get(key):
+        if _matches(key, UNSUPPORTED) and not _matches(key, PER_MEMBER) and value != _defaults().get(key):
             return f"{key}={json.dumps(value, default=str)} is not vectorised yet"
     return None
 

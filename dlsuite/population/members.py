@@ -127,7 +127,15 @@ class Stacked:
         return {k: v[i].detach() for k, v in {**self.params, **self.buffers}.items()}
 
 
-def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each member, ``(P,)``, from logits ``(P, B, C)`` and targets ``(P, B)``."""
-    p, b = y.shape
-    return F.cross_entropy(logits.reshape(p * b, -1), y.reshape(-1), reduction="none").view(p, b).mean(1)
+def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of each member ``(P,)`` from logits ``(P, B, C)`` and targets ``(P, B)``.
+
+    ``smoothing`` ``(P,)``: each member's label smoothing, in ``F.cross_entropy``'s form
+    ``(1 - eps) * nll + eps * mean over classes of -log p``.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)  # (P, B, C)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)  # (P,)
+    if smoothing is None:
+        return nll
+    eps = smoothing.to(nll.device, nll.dtype)
+    return (1 - eps) * nll + eps * (-logp.mean(-1)).mean(1)

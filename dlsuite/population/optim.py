@@ -56,6 +56,30 @@ def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
+@torch.no_grad()
+def clip_gradients(params: dict[str, torch.Tensor], threshold: torch.Tensor, method: str) -> None:
+    """Clip each member's gradients as Lightning's ``gradient_clip_val`` does for one model.
+
+    ``method`` ``norm``: ``torch.nn.utils.clip_grad_norm_`` over all of a member's parameters (the
+    norm of the per-tensor norms; every gradient scaled by ``min(1, threshold / (norm + 1e-6))``);
+    ``value``: ``clip_grad_value_``. A threshold of ``inf`` (``optim.grad_clip`` unset) leaves the
+    member's gradients exactly as they are.
+    """
+    grads = [p.grad for p in params.values() if p.grad is not None]
+    if not grads:
+        return
+    if method == "value":
+        for g in grads:
+            bound = _per_member(threshold, g)
+            g.clamp_(min=-bound, max=bound)
+        return
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (tensors, P)
+    total = torch.linalg.vector_norm(norms, dim=0)  # (P,)
+    coef = (threshold.to(total.device, total.dtype) / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_per_member(coef, g))
+
+
 class PopulationOptimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over a dict of stacked leaf parameters.
 

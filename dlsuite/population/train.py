@@ -7,15 +7,15 @@ and no augmentation a population reproduces its members' sequential runs to floa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from dlsuite.config import RunConfig
 from dlsuite.population.members import Stacked, member_losses, member_model
-from dlsuite.population.optim import Coefficients, PopulationOptimizer
+from dlsuite.population.optim import Coefficients, PopulationOptimizer, clip_gradients
 from dlsuite.population.schedule import rate_table
 
 
@@ -35,6 +35,11 @@ class Population:
     cfgs: list[RunConfig]
     stacked: Stacked
     optimizer: PopulationOptimizer
+    smoothing: torch.Tensor
+    """Each member's label smoothing ``(P,)``."""
+    clip: torch.Tensor
+    """Each member's gradient-clipping threshold ``(P,)``, ``inf`` where it clips nothing."""
+    clip_method: str
 
     @property
     def seeds(self) -> list[int]:
@@ -58,7 +63,9 @@ def build_population(
     opt = PopulationOptimizer(
         stacked.params, first.name, Coefficients.of([c.optim for c in cfgs]), first.decay_norm_and_bias
     )
-    return Population(list(cfgs), stacked, opt)
+    smoothing = torch.tensor([c.regularization.label_smoothing for c in cfgs], device=device)
+    clip = torch.tensor([c.optim.grad_clip or math.inf for c in cfgs], dtype=torch.float64)
+    return Population(list(cfgs), stacked, opt, smoothing, clip, first.grad_clip_method)
 
 
 def epoch_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -68,16 +75,17 @@ def epoch_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) 
 
 
 @torch.no_grad()
-def evaluate(stacked: Stacked, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's mean loss and accuracy ``(P,)`` on the shared split ``(x, y)``."""
+def evaluate(
+    stacked: Stacked, x: torch.Tensor, y: torch.Tensor, batch_size: int, smoothing: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean loss (with its label smoothing, as the task's loss) and accuracy ``(P,)`` on ``(x, y)``."""
     loss = torch.zeros(stacked.size, device=x.device, dtype=torch.float64)
     correct = torch.zeros_like(loss)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         logits = stacked.forward_eval(xb)  # (P, B, C)
         target = yb.expand(stacked.size, -1)
-        ce = F.cross_entropy(logits.flatten(0, 1), target.reshape(-1), reduction="none").view(stacked.size, -1)
-        loss += ce.sum(1).double()
+        loss += member_losses(logits, target, smoothing).double() * len(yb)
         correct += (logits.argmax(-1) == target).sum(1).double()
     return loss / len(x), correct / len(x)
 
@@ -95,10 +103,12 @@ def train_step(
     """
     st = pop.stacked
     logits, buffers = st.forward_train(x)
-    losses = member_losses(logits, y)
+    losses = member_losses(logits, y, pop.smoothing)
     pop.optimizer.zero_grad()
     # Members share no parameter, so the gradient of the sum is each member's own gradient.
     losses.sum().backward()
+    if bool(torch.isfinite(pop.clip).any()):
+        clip_gradients(st.params, pop.clip, pop.clip_method)
     pop.optimizer.step(lr, moment)
     st.buffers = {k: v.detach() for k, v in buffers.items()}
     return losses.detach()
@@ -133,7 +143,7 @@ def fit(
             total += losses.double() * idx.shape[1]
         hist.train_loss.append((total / n).tolist())
         if val is not None:
-            vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size)
+            vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size, pop.smoothing)
             hist.val_loss.append(vl.tolist())
             hist.val_acc.append(va.tolist())
         if on_epoch is not None:
