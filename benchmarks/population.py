@@ -1,6 +1,6 @@
 """Model-steps per second of a population against a hand-written loop of one model, on this machine.
 
-The MNIST-1D paper's CNN recipe (``mnist1d_cnn``, Adam 1e-2, batch 100): the hand-written loop is one
+The MNIST-1D paper's CNN recipe (``mnist1d_cnn``, or ``--model``; Adam 1e-2, batch 100): the hand-written loop is one
 model with ``torch.optim.Adam`` over device-resident tensors (forward, ``cross_entropy``, ``zero_grad``,
 ``backward``, ``step``); a population of P members takes the same step for all of them at once
 (``dlsuite.population.train.train_step``: vmapped forward, one backward, the vectorised Adam), each
@@ -8,7 +8,8 @@ member on its own batch. Modes are interleaved within each repeat (the order rot
 phases of a shared machine hit them alike; each measurement runs for ``--seconds`` after 3 warm-up
 steps. Reported: median model-steps/s [min-max] and the ratio to the hand-written loop.
 
-Usage: ``python -m benchmarks.population [--sizes 1,4,16,64] [--repeats 3] [--seconds 1.5] [--threads 1]``.
+Usage: ``python -m benchmarks.population [--model mnist1d_cnn] [--sizes 1,4,16,64] [--repeats 3]``
+``[--seconds 1.5] [--threads 1]``.
 It reports; it never fails on speed.
 """
 
@@ -28,11 +29,12 @@ from dlsuite.data import create_datamodule
 from dlsuite.models import apply_init, create_model
 from dlsuite.population.train import build_population, train_step
 
-RECIPE = ["model.name=mnist1d_cnn", "optim.name=adam", "optim.lr=0.01", "data.batch_size=100"]
+RECIPE = ["optim.name=adam", "optim.lr=0.01", "data.batch_size=100"]
+MODEL = ["model.name=mnist1d_cnn"]  # --model replaces it
 
 
 def _config(seed: int) -> RunConfig:
-    return load_config(None, [*RECIPE, f"seed={seed}"])
+    return load_config(None, [*MODEL, *RECIPE, f"seed={seed}"])
 
 
 def _timed(step: Callable[[], None], seconds: float, device: torch.device) -> float:
@@ -88,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=1.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", default="mnist1d_cnn", help="a population model (mnist1d_cnn, mnist1d_mlp, ...)")
     args = p.parse_args(argv)
+    MODEL[:] = [f"model.name={args.model}"]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dm = create_datamodule(_config(0).data, 0)
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rates[k].append(_timed(steps[k], args.seconds, device) * members[k])
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(
-        f"mnist1d_cnn, Adam, batch {bs}, {args.device}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"{args.model}, Adam, batch {bs}, {args.device}, torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} cores, load average {load}, {args.repeats} interleaved repeats"
     )
     print(f"{'mode':>8} {'model-steps/s (median [min-max])':>34} {'x hand':>8}")

@@ -65,13 +65,21 @@ class MemberDropout(nn.Module):
 
 
 def _per_member_dropout(template: nn.Module, members: Sequence[nn.Module]) -> Tensors:
-    """Swap the template's ``nn.Dropout`` layers for :class:`MemberDropout`; their stacked rates."""
+    """Swap the template's ``nn.Dropout`` layers for :class:`MemberDropout`; their stacked rates.
+
+    A layer at rate 0 in every member becomes ``nn.Identity`` (what ``nn.Dropout(0)`` computes),
+    so that it draws no random numbers.
+    """
     rates: Tensors = {}
     for name, module in list(template.named_modules()):
         if type(module) is nn.Dropout:
             parent, _, child = name.rpartition(".")
+            p = torch.tensor([float(m.get_submodule(name).p) for m in members])  # type: ignore[arg-type]
+            if not p.any():
+                template.get_submodule(parent).register_module(child, nn.Identity())
+                continue
             template.get_submodule(parent).register_module(child, MemberDropout(module.p))
-            rates[f"{name}.p"] = torch.tensor([float(m.get_submodule(name).p) for m in members])  # type: ignore[arg-type]
+            rates[f"{name}.p"] = p
     return rates
 
 

@@ -122,44 +122,57 @@ class PopulationOptimizer:
             else:
                 self.c.beta1 = moment
         self.steps += 1
+        c = self.c
+        # Every per-member factor is computed once per step in float64 (torch computes them in Python
+        # floats) and cast once; each parameter then takes a (P, 1, ...) view of it.
+        if self.name == "sgd":
+            factors = {"lr": lr, "wd": c.weight_decay, "momentum": c.momentum, "nesterov": c.nesterov}
+        else:
+            factors = {
+                "wd": c.weight_decay,
+                "keep": 1 - lr * c.weight_decay,  # AdamW: param.mul_(1 - lr * weight_decay)
+                "1-beta1": 1 - c.beta1,
+                "beta2": c.beta2,
+                "1-beta2": 1 - c.beta2,
+                "step_size": lr / (1 - c.beta1**self.steps),
+                "bc2_sqrt": (1 - c.beta2**self.steps).sqrt(),
+                "eps": c.eps,
+            }
+        first = next(iter(self.params.values()))
+        cast = {k: v.to(first.device, first.dtype) for k, v in factors.items()}
         for k, p in self.params.items():
             if p.grad is None:
                 continue
-            wd = self.c.weight_decay if self.decays[k] else torch.zeros_like(self.c.weight_decay)
+            shape = (-1, *([1] * (p.dim() - 1)))
+            f = {name: v.view(shape) for name, v in cast.items()}
             if self.name == "sgd":
-                self._sgd(k, p, p.grad, lr, wd)
+                self._sgd(k, p, p.grad, f, self.decays[k])
             else:
-                self._adam(k, p, p.grad, lr, wd, decoupled=self.name == "adamw")
+                self._adam(k, p, p.grad, f, self.decays[k], decoupled=self.name == "adamw")
 
-    def _sgd(self, k: str, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor) -> None:
-        momentum = _per_member(self.c.momentum, p)
-        grad = grad + _per_member(wd, p) * p  # grad.add(param, alpha=weight_decay)
+    def _sgd(self, k: str, p: torch.Tensor, grad: torch.Tensor, f: dict[str, torch.Tensor], decay: bool) -> None:
+        if decay:
+            grad = grad + f["wd"] * p  # grad.add(param, alpha=weight_decay)
         st = self.state.setdefault(k, {})
         if "buf" not in st:  # torch clones the first gradient: momentum * 0 + grad is that exactly
             st["buf"] = torch.zeros_like(p)
         buf = st["buf"]
-        buf.mul_(momentum).add_(grad)  # dampening 0; a member with momentum 0 gets buf = grad
-        nesterov = _per_member(self.c.nesterov, p).bool()
-        grad = torch.where(nesterov, grad + momentum * buf, buf)
-        p.sub_(_per_member(lr, p) * grad)
+        buf.mul_(f["momentum"]).add_(grad)  # dampening 0; a member with momentum 0 gets buf = grad
+        grad = torch.where(f["nesterov"].bool(), grad + f["momentum"] * buf, buf)
+        p.sub_(f["lr"] * grad)
 
     def _adam(
-        self, k: str, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor, decoupled: bool
+        self, k: str, p: torch.Tensor, grad: torch.Tensor, f: dict[str, torch.Tensor], decay: bool, decoupled: bool
     ) -> None:
-        if decoupled:
-            p.mul_(1 - _per_member(lr * wd, p))  # AdamW: param.mul_(1 - lr * weight_decay)
-        else:
-            grad = grad + _per_member(wd, p) * p  # Adam: L2 added to the gradient
+        if decay and decoupled:
+            p.mul_(f["keep"])
+        elif decay:
+            grad = grad + f["wd"] * p  # Adam: L2 added to the gradient
         st = self.state.setdefault(k, {})
         if "exp_avg" not in st:
             st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
-        beta1, beta2 = _per_member(self.c.beta1, p), _per_member(self.c.beta2, p)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad * (1 - beta2))
-        # The bias corrections and step size in float64, as torch computes them in Python floats.
-        bias_correction1 = 1 - self.c.beta1**self.steps
-        bias_correction2_sqrt = (1 - self.c.beta2**self.steps).sqrt()
-        step_size = lr / bias_correction1
-        denom = (exp_avg_sq.sqrt() / _per_member(bias_correction2_sqrt, p)).add_(_per_member(self.c.eps, p))
-        p.sub_(_per_member(step_size, p) * exp_avg / denom)
+        exp_avg.lerp_(grad, f["1-beta1"])
+        exp_avg_sq.mul_(f["beta2"]).addcmul_(grad, grad * f["1-beta2"])
+        denom = (exp_avg_sq.sqrt() / f["bc2_sqrt"]).add_(f["eps"])
+        p.sub_(f["step_size"] * exp_avg / denom)
