@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
@@ -9,6 +11,7 @@ from dlsuite.data import create_datamodule
 from dlsuite.hpo.population import PopulationRunner
 from dlsuite.hpo.runner import TrialContext
 from dlsuite.population.group import describe, plan
+from dlsuite.population.train import History, build_population, fit
 from tests.conftest import tiny_config
 from tests.test_population import sequential
 
@@ -105,4 +108,26 @@ def test_a_diverging_member_fails_alone(store: str) -> None:
     outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=True))
     assert outcomes[0].state == "COMPLETE"
     assert outcomes[1].state == "FAIL"
-    assert outcomes[1].reason == "diverged: validation loss is not finite"
+    assert outcomes[1].reason == "diverged: validation loss is not finite at epoch 0"
+
+
+def test_members_left_out_of_a_population_leave_the_others_unchanged(store: str) -> None:
+    cfgs = [tiny_config(*SHARED, *m) for m in MEMBERS]
+    dm = create_datamodule(cfgs[0].data, 0)
+    dm.prepare()
+    train, val = dm.splits["train"], dm.splits["val"]
+    full = fit(build_population(cfgs, dm.input_shape, 10), train, val)
+    seen: list[int] = []
+
+    def drop_member_1(epoch: int, hist: History) -> list[int]:
+        seen.append(epoch)
+        return [0, 2]
+
+    part = fit(build_population(cfgs, dm.input_shape, 10), train, val, on_epoch=drop_member_1)
+    assert seen == [0, 1, 2]
+    for e in range(3):
+        assert [part.val_loss[e][i] for i in (0, 2)] == pytest.approx([full.val_loss[e][i] for i in (0, 2)], abs=1e-6)
+    assert part.val_loss[0][1] == full.val_loss[0][1]
+    assert math.isnan(part.val_loss[1][1]) and math.isnan(part.train_loss[2][1])
+    # none left: training stops
+    assert len(fit(build_population(cfgs, dm.input_shape, 10), train, val, on_epoch=lambda e, h: []).val_loss) == 1

@@ -3,8 +3,8 @@
 :meth:`PopulationRunner.run_group` trains the configs of one group (:func:`dlsuite.population.group.plan`)
 as one population and reports every member's validation metric to its own trial after each epoch, so
 Optuna's pruners act per member. A pruned member is reported PRUNED with the numbers it had when it was
-pruned (it still trains along until the group ends: compaction is not done yet). A member whose
-validation loss is not finite fails alone.
+pruned, and a member whose validation loss is not finite fails alone; both leave the population at
+once, so they cost no more compute.
 
 Not yet: per-member MLflow runs (``run_id`` stays None), test metrics, crash recovery of a population.
 """
@@ -77,15 +77,20 @@ class PopulationRunner:
 
         start = time.perf_counter()
         pruned_at: list[int | None] = [None] * len(cfgs)
+        diverged_at: list[int | None] = [None] * len(cfgs)
 
-        def report(epoch: int, hist: History) -> None:
+        def report(epoch: int, hist: History) -> list[int]:
             for i, trial in enumerate(trials):
-                value = (hist.val_acc if ctx.monitor == "val_acc" else hist.val_loss)[epoch][i]
-                if pruned_at[i] is not None or not ctx.prune or not math.isfinite(value):
+                if pruned_at[i] is not None or diverged_at[i] is not None:
                     continue
-                trial.report(value, step=epoch)
-                if trial.should_prune():
-                    pruned_at[i] = epoch
+                if not math.isfinite(hist.val_loss[epoch][i]):
+                    diverged_at[i] = epoch
+                    continue
+                if ctx.prune:
+                    trial.report((hist.val_acc if ctx.monitor == "val_acc" else hist.val_loss)[epoch][i], step=epoch)
+                    if trial.should_prune():
+                        pruned_at[i] = epoch
+            return [i for i in range(len(cfgs)) if pruned_at[i] is None and diverged_at[i] is None]
 
         # The TrialRunner contract: the trials' own errors become FAIL outcomes; KeyboardInterrupt
         # (a BaseException) propagates so that the worker stops.
@@ -103,11 +108,12 @@ class PopulationRunner:
         seconds = time.perf_counter() - start
         outcomes = []
         for i in range(len(cfgs)):
-            stop = pruned_at[i]
+            stop = pruned_at[i] if pruned_at[i] is not None else diverged_at[i]
             records = member_history(hist, i, len(hist.val_acc) if stop is None else stop + 1)
             metrics = summarize_run(records, {})
-            if not math.isfinite(records[-1]["val_loss"]):
-                outcomes.append(TrialOutcome("FAIL", metrics, reason="diverged: validation loss is not finite"))
+            if diverged_at[i] is not None:
+                reason = f"diverged: validation loss is not finite at epoch {diverged_at[i]}"
+                outcomes.append(TrialOutcome("FAIL", metrics, reason=reason))
             elif stop is not None:
                 outcomes.append(TrialOutcome("PRUNED", metrics, reason=f"pruned at epoch {stop}"))
             else:

@@ -130,6 +130,14 @@ class Stacked:
         out: torch.Tensor = self._eval(self.params, self.buffers, x)
         return out
 
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the members at ``index`` (a new, smaller stack; parameters stay leaves)."""
+        self.params = {
+            k: v.detach()[index.to(v.device)].requires_grad_(v.requires_grad) for k, v in self.params.items()
+        }
+        self.buffers = {k: v[index.to(v.device)] for k, v in self.buffers.items()}
+        self.size = len(index)
+
     def member_state(self, i: int) -> Tensors:
         """Member ``i``'s parameters and buffers, named as in its ``state_dict``."""
         return {k: v[i].detach() for k, v in {**self.params, **self.buffers}.items()}

@@ -103,6 +103,14 @@ class PopulationOptimizer:
         self.decays = {k: decay_all or p.dim() - 1 >= 2 for k, p in params.items()}
         self.state: dict[str, dict[str, torch.Tensor]] = {}
 
+    def keep(self, index: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+        """Keep the members at ``index``: their coefficients and state, over the new stacked ``params``."""
+        self.params = params
+        c = self.c
+        for name in ("lr", "weight_decay", "momentum", "nesterov", "beta1", "beta2", "eps"):
+            setattr(c, name, getattr(c, name)[index])
+        self.state = {k: {name: t[index.to(t.device)] for name, t in st.items()} for k, st in self.state.items()}
+
     def zero_grad(self) -> None:
         """Drop the gradients (as ``set_to_none=True``)."""
         for p in self.params.values():

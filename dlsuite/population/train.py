@@ -46,6 +46,15 @@ class Population:
         """Each member's seed (weights, batch order, dropout masks)."""
         return [c.seed for c in self.cfgs]
 
+    def keep(self, positions: Sequence[int]) -> None:
+        """Keep only the members at ``positions`` (in order): pruned members stop costing compute."""
+        index = torch.tensor(list(positions), dtype=torch.long)
+        self.stacked.keep(index)
+        self.optimizer.keep(index, self.stacked.params)
+        self.cfgs = [self.cfgs[i] for i in positions]
+        self.smoothing = self.smoothing[index.to(self.smoothing.device)]
+        self.clip = self.clip[index]
+
 
 def build_population(
     cfgs: Sequence[RunConfig], input_shape: tuple[int, ...], num_classes: int, device: str | torch.device = "cpu"
@@ -119,12 +128,15 @@ def fit(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     epochs: int | None = None,
-    on_epoch: Callable[[int, History], None] | None = None,
+    on_epoch: Callable[[int, History], Sequence[int] | None] | None = None,
 ) -> History:
     """Train every member for ``epochs`` (default: the configs' ``trainer.max_epochs``) on device-resident data.
 
-    The reported training loss of an epoch is each member's loss averaged over its examples;
-    ``on_epoch(epoch, history)`` is called after each epoch's validation (to report and prune).
+    The reported training loss of an epoch is each member's loss averaged over its examples.
+    ``on_epoch(epoch, history)`` is called after each epoch's validation (to report and prune); it may
+    return the members (indices into the original ``pop.cfgs``) to keep training: the others are
+    dropped from the population, and their later epochs in the history are NaN. Training stops when
+    none is left.
     """
     cfg = pop.cfgs[0]
     epochs = cfg.trainer.max_epochs if epochs is None else epochs
@@ -133,6 +145,15 @@ def fit(
     steps = -(-n // bs)
     rates, moments = rate_table([c.optim for c in pop.cfgs], epochs, steps)
     st, hist = pop.stacked, History()
+    size = st.size
+    active = list(range(size))  # original index of each current member
+
+    def row(values: torch.Tensor) -> list[float]:
+        out = [math.nan] * size
+        for i, v in zip(active, values.tolist(), strict=True):
+            out[i] = v
+        return out
+
     for epoch in range(epochs):
         order = epoch_order(pop.seeds, epoch, n, x.device)
         total = torch.zeros(st.size, device=x.device, dtype=torch.float64)
@@ -141,11 +162,17 @@ def fit(
             t = epoch * steps + i
             losses = train_step(pop, x[idx], y[idx], rates[t], moments[t])
             total += losses.double() * idx.shape[1]
-        hist.train_loss.append((total / n).tolist())
+        hist.train_loss.append(row(total / n))
         if val is not None:
             vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size, pop.smoothing)
-            hist.val_loss.append(vl.tolist())
-            hist.val_acc.append(va.tolist())
-        if on_epoch is not None:
-            on_epoch(epoch, hist)
+            hist.val_loss.append(row(vl))
+            hist.val_acc.append(row(va))
+        keep = on_epoch(epoch, hist) if on_epoch is not None else None
+        if keep is not None and list(keep) != active:
+            if not keep:
+                break
+            positions = [active.index(i) for i in keep]
+            pop.keep(positions)
+            rates, moments = rates[:, positions], moments[:, positions]
+            active = list(keep)
     return hist
