@@ -24,7 +24,7 @@ from tests.conftest import tiny_config
 EPOCHS = 2  # tiny_config trains 2 epochs
 # Float32 rounding differs between the stacked (batched matmul, grouped convolution) and the
 # per-model kernels; after 12 steps the largest difference seen here was 9e-7 (loss) and 8e-7 (weight).
-TOL = {"rtol": 1e-5, "atol": 1e-5}
+RTOL = ATOL = 1e-5
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -165,11 +165,13 @@ def test_population_matches_members_trained_one_by_one(case: str, data: dict[str
         train_loss, val_loss, model = sequential(cfg, train, val)
         got_train = [epoch[i] for epoch in hist.train_loss]
         got_val = [epoch[i] for epoch in hist.val_loss]
-        torch.testing.assert_close(torch.tensor(got_train), torch.tensor(train_loss), **TOL)
-        torch.testing.assert_close(torch.tensor(got_val), torch.tensor(val_loss), **TOL)
+        torch.testing.assert_close(torch.tensor(got_train), torch.tensor(train_loss), rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(torch.tensor(got_val), torch.tensor(val_loss), rtol=RTOL, atol=ATOL)
         state = pop.stacked.member_state(i)
         for name, ref in model.state_dict().items():
-            torch.testing.assert_close(state[name], ref, **TOL, msg=lambda m, n=name, i=i: f"member {i} {n}: {m}")
+            torch.testing.assert_close(
+                state[name], ref, rtol=RTOL, atol=ATOL, msg=lambda m, n=name, i=i: f"member {i} {n}: {m}"
+            )
     # the members really differ (different seeds and rates), so the comparison above is not vacuous
     assert len({round(epoch, 6) for epoch in hist.train_loss[-1]}) == len(cfgs)
 

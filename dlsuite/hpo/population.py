@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
 
 from dlsuite.config import RunConfig
 from dlsuite.errors import ConfigError
-from dlsuite.hpo.runner import TrialContext, TrialOutcome
+from dlsuite.hpo.runner import TrialContext, TrialOutcome, TrialRunner
 from dlsuite.population.group import structure_key, why_not
 from dlsuite.population.train import History, build_population, fit
 from dlsuite.runner.run import summarize_run
@@ -121,3 +122,7 @@ class PopulationRunner:
         for o in outcomes:
             o.seconds = seconds / len(cfgs)  # the population's time, shared by its members
         return outcomes
+
+
+if TYPE_CHECKING:
+    _IS_A_TRIAL_RUNNER: TrialRunner = PopulationRunner()  # mypy checks the protocol here
