@@ -72,14 +72,20 @@ def _per_member_dropout(template: nn.Module, members: Sequence[nn.Module]) -> Te
     """
     rates: Tensors = {}
     for name, module in list(template.named_modules()):
-        if type(module) is nn.Dropout:
-            parent, _, child = name.rpartition(".")
-            p = torch.tensor([float(m.get_submodule(name).p) for m in members])  # type: ignore[arg-type]
-            if not p.any():
-                template.get_submodule(parent).register_module(child, nn.Identity())
-                continue
-            template.get_submodule(parent).register_module(child, MemberDropout(module.p))
-            rates[f"{name}.p"] = p
+        if not isinstance(module, nn.modules.dropout._DropoutNd):
+            continue
+        p = torch.tensor([float(m.get_submodule(name).p) for m in members])  # type: ignore[arg-type]
+        if type(module) is not nn.Dropout:
+            # Channel/alpha dropout keep the template's own rate, which must then be every member's.
+            if not bool((p == p[0]).all()):
+                raise ValueError(f"{name}: per-member rates of {type(module).__name__} are not supported")
+            continue
+        parent, _, child = name.rpartition(".")
+        if not p.any():
+            template.get_submodule(parent).register_module(child, nn.Identity())
+            continue
+        template.get_submodule(parent).register_module(child, MemberDropout(module.p))
+        rates[f"{name}.p"] = p
     return rates
 
 
