@@ -19,6 +19,7 @@ from dlsuite.population.members import Stacked, member_model
 from dlsuite.population.train import build_population, fit
 from dlsuite.techniques.losses import create_loss
 from dlsuite.techniques.optim import create_optimizer, create_scheduler
+from dlsuite.techniques.regularizers import penalized_weights, weight_penalty
 from tests.conftest import tiny_config
 
 EPOCHS = 2  # tiny_config trains 2 epochs
@@ -74,8 +75,10 @@ def sequential(
         total = 0.0
         for xb, yb in batches:
             loss = loss_fn(model(xb), yb)
+            r = cfg.regularization
+            penalty = weight_penalty(penalized_weights(model), r.l1, r.l2) if r.l1 or r.l2 else 0.0
             opt.zero_grad()
-            loss.backward()
+            (loss + penalty).backward()
             clip(model, cfg)
             opt.step()
             if per_step:
@@ -110,7 +113,11 @@ CASES = {
     ),
     "cnn-adamw-warmup": (
         ["optim.name=adamw", "optim.schedule.name=cosine", "optim.schedule.warmup_epochs=1"],
-        [["optim.lr=0.01", "optim.weight_decay=0.05"], ["optim.lr=3e-3"], ["optim.lr=5e-3", "optim.weight_decay=0.1"]],
+        [
+            ["optim.lr=0.01", "optim.weight_decay=0.05"],
+            ["optim.lr=3e-3", "regularization.l2=1e-3"],
+            ["optim.lr=5e-3", "optim.weight_decay=0.1", "regularization.l1=1e-4", "regularization.l2=1e-4"],
+        ],
     ),
     "cnn-sgd-batchnorm": (
         ["model.norm=batch", "optim.name=sgd", "optim.momentum=0.9", "optim.decay_norm_and_bias=true"],
@@ -145,7 +152,10 @@ CASES = {
     # 12 steps here, growing from 1e-7 after the first; SGD keeps them at rounding level.)
     "cnn-sgd-clip-value": (
         ["optim.name=sgd", "optim.momentum=0.9", "optim.grad_clip_method=value"],
-        [["optim.lr=0.05", "optim.grad_clip=0.01"], ["optim.lr=0.02", "regularization.label_smoothing=0.2"]],
+        [
+            ["optim.lr=0.05", "optim.grad_clip=0.01", "regularization.l1=1e-4"],
+            ["optim.lr=0.02", "regularization.label_smoothing=0.2"],
+        ],
     ),
     "linear-sgd": (
         ["model.name=linear", "optim.name=sgd"],

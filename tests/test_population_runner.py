@@ -64,11 +64,11 @@ def test_a_pruned_member_is_pruned_alone_at_its_epoch(store: str) -> None:
 
 
 def test_a_group_the_population_cannot_train_fails_with_the_reason(store: str) -> None:
-    cfgs = [tiny_config(*SHARED, "regularization.l2=0.01"), tiny_config(*SHARED)]
+    cfgs = [tiny_config(*SHARED, "regularization.mixup_alpha=0.2"), tiny_config(*SHARED)]
     study = optuna.create_study()
     outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=False))
     assert {o.state for o in outcomes} == {"FAIL"}
-    assert "regularization.l2=0.01 is not vectorised yet" in str(outcomes[0].reason)
+    assert "regularization.mixup_alpha=0.2 is not vectorised yet" in str(outcomes[0].reason)
     outcomes = PopulationRunner().run_group(cfgs[1:], [study.ask()], _ctx(prune=False, monitor="val_f1"))
     assert "cannot prune on 'val_f1'" in str(outcomes[0].reason)
 

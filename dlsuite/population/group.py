@@ -3,7 +3,7 @@
 A population shares everything that determines the computation's shape or its non-scalar behaviour:
 model family and knobs, data and its arguments, batch size, epochs, task and loss, optimiser family.
 Its members may differ in the keys of :data:`PER_MEMBER` only. A config that uses something not
-vectorised yet (augmentation, k-fold, mixup, L1/L2 penalties, SWA, ...) keeps the sequential runner,
+vectorised yet (augmentation, k-fold, mixup, SWA, ...) keeps the sequential runner,
 with a one-line reason (what ``--check`` shows).
 """
 
@@ -35,6 +35,8 @@ PER_MEMBER = (
     "optim.schedule.",
     "model.dropout",
     "regularization.label_smoothing",
+    "regularization.l1",
+    "regularization.l2",
     "optim.grad_clip",
 )
 #: How a sequential run is executed or recorded, not what it computes: ignored here.

@@ -40,6 +40,10 @@ class Population:
     clip: torch.Tensor
     """Each member's gradient-clipping threshold ``(P,)``, ``inf`` where it clips nothing."""
     clip_method: str
+    l1: torch.Tensor
+    """Each member's L1 penalty strength ``(P,)`` (on >= 2-D weights, as ``regularization.l1``)."""
+    l2: torch.Tensor
+    """Each member's L2 penalty strength ``(P,)``."""
 
     @property
     def seeds(self) -> list[int]:
@@ -54,6 +58,17 @@ class Population:
         self.cfgs = [self.cfgs[i] for i in positions]
         self.smoothing = self.smoothing[index.to(self.smoothing.device)]
         self.clip = self.clip[index]
+        self.l1, self.l2 = self.l1[index.to(self.l1.device)], self.l2[index.to(self.l2.device)]
+
+    def penalty(self) -> torch.Tensor:
+        """Each member's ``l1 * sum|w| + l2 * sum w^2`` over its >= 2-D weights ``(P,)``."""
+        weights = [p for p in self.stacked.params.values() if p.dim() - 1 >= 2]
+        total = weights[0].new_zeros(self.stacked.size)
+        if bool(self.l1.any()):
+            total = total + self.l1 * sum(w.abs().flatten(1).sum(1) for w in weights)
+        if bool(self.l2.any()):
+            total = total + self.l2 * sum(w.pow(2).flatten(1).sum(1) for w in weights)
+        return total
 
 
 def build_population(
@@ -74,7 +89,9 @@ def build_population(
     )
     smoothing = torch.tensor([c.regularization.label_smoothing for c in cfgs], device=device)
     clip = torch.tensor([c.optim.grad_clip or math.inf for c in cfgs], dtype=torch.float64)
-    return Population(list(cfgs), stacked, opt, smoothing, clip, first.grad_clip_method)
+    l1 = torch.tensor([c.regularization.l1 for c in cfgs], device=device)
+    l2 = torch.tensor([c.regularization.l2 for c in cfgs], device=device)
+    return Population(list(cfgs), stacked, opt, smoothing, clip, first.grad_clip_method, l1, l2)
 
 
 def epoch_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -106,16 +123,20 @@ def train_step(
     lr: torch.Tensor | None = None,
     moment: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``; the losses ``(P,)``.
+    """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``.
+
+    Returns each member's data loss ``(P,)`` (what the task logs); the update also follows the L1/L2
+    penalties.
 
     ``lr`` and ``moment`` are the members' scheduled learning rates and momentum/``beta1`` ``(P,)``.
     """
     st = pop.stacked
     logits, buffers = st.forward_train(x)
     losses = member_losses(logits, y, pop.smoothing)
+    total = losses + pop.penalty() if bool(pop.l1.any() or pop.l2.any()) else losses
     pop.optimizer.zero_grad()
     # Members share no parameter, so the gradient of the sum is each member's own gradient.
-    losses.sum().backward()
+    total.sum().backward()
     if bool(torch.isfinite(pop.clip).any()):
         clip_gradients(st.params, pop.clip, pop.clip_method)
     pop.optimizer.step(lr, moment)
