@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"techniques"},
     {"tasks"},
     {"build"},
+    {"population"},
     {"runner"},
     {"hpo"},
     {"reports"},
