@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet()
     try:
+        precheck = getattr(args, "precheck", None)
+        if precheck is not None:  # e.g. servers reachable, before the reaper opens the store
+            precheck(args)
         args.reaped = reap_for(args)
         if args.reaped and not getattr(args, "tells_reaped", False):
             from dlsuite.tracking.runs import reaped_note

@@ -1,7 +1,8 @@
 """Running a study: open or resume it, recover crashed trials, ask/run/tell in N workers, end the parent run.
 
 Crash safety: every trial records its owning process (``dlsuite.owner``) and its MLflow run id as user
-attributes. Before each ask, under the budget lock, trials RUNNING in Optuna whose owner on this host is
+attributes. Before each ask, under the budget lock (:func:`~dlsuite.hpo.storage.budget_lock`: a file lock
+on one host, an advisory lock on PostgreSQL across hosts), trials RUNNING in Optuna whose owner on this host is
 gone (``kill -9``) are marked FAIL (``dlsuite.requeued``, not counted against the budget), their
 parameters are enqueued again, and their MLflow runs are ended KILLED. Finished trials are in the
 storage the moment they are told, so a kill loses only the trials that were running.
@@ -36,7 +37,7 @@ from dlsuite.hpo.runner import (
 )
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
-from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
+from dlsuite.hpo.storage import budget_lock, check_storage, is_journal, open_storage, resolve_storage
 from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
@@ -297,7 +298,7 @@ def work(
         if deadline is not None and time.time() >= deadline:
             result.stopped_by = "timeout"
             break
-        with budget_lock(url):
+        with budget_lock(url, spec.name):
             if client is not None:
                 recover(study, client, is_journal(url))
             trials = study.get_trials(deepcopy=False)
@@ -448,10 +449,13 @@ def run_study(
     if workers < 1:
         raise ConfigError("--workers must be >= 1")
     url = resolve_storage(spec.storage)
+    check_storage(url)  # an unreachable server is refused before the study is created
     base = spec.run_config()
+    if base.tracking.enabled:
+        store.check_uri(base.tracking.uri)
     study = open_study(spec, url)
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
-    with budget_lock(url):
+    with budget_lock(url, spec.name):
         if client is not None:
             recover(study, client, is_journal(url))
             reap_orphans(client)  # a killed study's parent run, among others
@@ -459,7 +463,9 @@ def run_study(
             enqueue_pairs(study, spec)
     if spec.type == "compare" and spec.tune:
         tune_variants(spec, study, workers, gpus)  # each tuned variant's own search, once
-    parent = open_parent_run(spec, study, client) if client is not None else None
+    # Under the lock: two coordinators (two hosts) starting at once must find one parent run, not make two.
+    with budget_lock(url, spec.name):
+        parent = open_parent_run(spec, study, client) if client is not None else None
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
     # "every visible GPU" is only looked up for worker processes.
@@ -481,7 +487,7 @@ def run_study(
                 log.warning("study %s: worker exit codes %s", spec.name, codes)
                 print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
             if client is not None:
-                with budget_lock(url):
+                with budget_lock(url, spec.name):
                     recover(study, client, is_journal(url))
     except KeyboardInterrupt:
         status = "KILLED"

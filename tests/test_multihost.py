@@ -1,0 +1,187 @@
+"""Studies shared by several processes through PostgreSQL (the several-hosts storage), on real servers.
+
+Tests marked ``services`` need the PostgreSQL server the project's machines and CI run at
+127.0.0.1:5432 (trust auth); each creates its own database and drops it after. The refusal tests need
+no server: they point at a port nothing listens on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dlsuite.cli import main
+from dlsuite.hpo.storage import MAX_OVERFLOW, POOL_SIZE, open_storage, resolve_storage
+from dlsuite.tracking import record
+from tests.test_studies import SEARCH, write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = os.environ.get("DLSUITE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _admin() -> object:
+    import psycopg
+
+    return psycopg.connect(PG.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped (with its connections) afterwards."""
+    name = f"dlsuite_t_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:  # type: ignore[attr-defined]
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with _admin() as conn:  # type: ignore[attr-defined]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PeakConnections:
+    """Samples ``pg_stat_activity`` for one database every 0.1 s in a thread; ``peak`` is the most seen."""
+
+    def __init__(self, db: str) -> None:
+        self.db, self.peak, self._stop = db, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with _admin() as conn:  # type: ignore[attr-defined]
+            while not self._stop.is_set():
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.db,)).fetchone()
+                self.peak = max(self.peak, int(row[0]))
+                self._stop.wait(0.1)
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def study_cli(args: list[str], cwd: Path, tracking: str, data: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": tracking,
+        "DLSUITE_DATA": str(data),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [sys.executable, "-m", "dlsuite", "study", "run", "--set", "trainer.max_epochs=1", *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def check_one_study(url: str, tracking: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``n`` COMPLETE trials numbered 0..n-1, one MLflow child run per trial under one parent."""
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n
+    assert sorted(t.number for t in trials) == list(range(n))
+    client = mlflow.MlflowClient(tracking)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(record.STUDY_PARENT) == "true"]
+    children = [r for r in runs if record.TRIAL in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    assert sorted(int(r.data.tags[record.TRIAL]) for r in children) == list(range(n))
+    assert {r.data.tags[record.PARENT] for r in children} == {parents[0].info.run_id}
+    assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in trials}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return trials
+
+
+# -- refusals: no server needed ----------------------------------------------------------------
+@pytest.mark.parametrize("which", ["storage", "tracking"])
+def test_an_unreachable_server_is_refused_with_exit_2_and_nothing_written(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    path = write_study(tmp_path, SEARCH, name="down")
+    port = free_port()
+    flag = (
+        ["--storage", f"postgresql+psycopg://postgres@127.0.0.1:{port}/x"]
+        if which == "storage"
+        else ["--tracking-uri", f"http://127.0.0.1:{port}"]
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["study", "run", str(path), *flag]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0] and f"127.0.0.1:{port}" in err[0], err
+    assert "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlruns/, no journal, no report
+
+
+def test_postgres_urls_are_read_with_psycopg_3() -> None:
+    assert resolve_storage("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_storage("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_storage("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+# -- on the real PostgreSQL ----------------------------------------------------------------------
+@pytest.mark.services
+@pytest.mark.slow
+def test_two_workers_on_postgres_reach_n_trials_on_a_bounded_pool(
+    store: str, tmp_path: Path, data_cache: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 4"), name="pg2")
+    with PeakConnections(pg_url.rsplit("/", 1)[1]) as peak:
+        proc = study_cli([str(path), "--workers", "2", "--storage", pg_url], tmp_path, store, data_cache)
+        out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    trials = check_one_study(pg_url, store, "pg2", 4)
+    assert len({t.user_attrs["dlsuite.owner"] for t in trials}) >= 1
+    # coordinator + 2 workers, each at most its Optuna pool and one budget-lock connection
+    bound = 3 * (POOL_SIZE + MAX_OVERFLOW + 1)
+    with capsys.disabled():
+        print(f"\n[pg] peak connections to the study database with 2 workers: {peak.peak} (bound {bound})")
+    assert 1 <= peak.peak <= bound
+    for bad in ("database is locked", "OperationalError", "Traceback"):
+        assert bad not in out
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_two_independent_study_runs_share_one_exact_budget(
+    tmp_path: Path, data_cache: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two "hosts": separate working folders, sharing only the PostgreSQL URL and a tracking store."""
+    shared = tmp_path / "tracking"
+    shared.mkdir()
+    tracking = f"sqlite:///{shared / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    hosts = [tmp_path / "host_a", tmp_path / "host_b"]
+    procs = []
+    for host in hosts:
+        host.mkdir()
+        path = write_study(host, SEARCH.replace("n_trials: 3", "n_trials: 6"), name="pgb")
+        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking, "--set", "trainer.max_epochs=4"]
+        procs.append(study_cli(args, host, tracking, data_cache))
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = check_one_study(pg_url, tracking, "pgb", 6)
+    for out in outs:
+        assert "database is locked" not in out and "Traceback" not in out
+    owners = {t.user_attrs["dlsuite.owner"] for t in trials}
+    assert len(owners) == 2, owners  # both "hosts" ran trials
+    for host in hosts:  # nothing of the study on the other's disk: each has only its own report
+        assert not (host / "mlruns" / "optuna").exists()
