@@ -79,7 +79,7 @@ class PeakConnections:
         self._thread.join()
 
 
-def study_cli(args: list[str], cwd: Path, tracking: str, data: Path) -> subprocess.Popen[str]:
+def study_cli(args: list[str], cwd: Path, tracking: str, data: Path, epochs: int = 1) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -88,7 +88,7 @@ def study_cli(args: list[str], cwd: Path, tracking: str, data: Path) -> subproce
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [sys.executable, "-m", "dlsuite", "study", "run", "--set", "trainer.max_epochs=1", *args]
+    cmd = [sys.executable, "-m", "dlsuite", "study", "run", *args, "--set", f"trainer.max_epochs={epochs}"]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -174,8 +174,9 @@ def test_two_independent_study_runs_share_one_exact_budget(
     for host in hosts:
         host.mkdir()
         path = write_study(host, SEARCH.replace("n_trials: 3", "n_trials: 6"), name="pgb")
-        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking, "--set", "trainer.max_epochs=4"]
-        procs.append(study_cli(args, host, tracking, data_cache))
+        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking]
+        # Trials of a few seconds, so that both processes are asking while the other runs.
+        procs.append(study_cli(args, host, tracking, data_cache, epochs=4))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     trials = check_one_study(pg_url, tracking, "pgb", 6)
