@@ -22,6 +22,8 @@ import pytest
 from optuna.trial import TrialState
 
 from dlsuite.cli import main
+from dlsuite.hpo.runner import TrialOutcome
+from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.storage import MAX_OVERFLOW, POOL_SIZE, open_storage, resolve_storage
 from dlsuite.tracking import record
 from tests.test_studies import SEARCH, write_study
@@ -186,3 +188,41 @@ def test_two_independent_study_runs_share_one_exact_budget(
     assert len(owners) == 2, owners  # both "hosts" ran trials
     for host in hosts:  # nothing of the study on the other's disk: each has only its own report
         assert not (host / "mlruns" / "optuna").exists()
+
+
+class InstantRunner:
+    """A trial that takes no time (the project's TrialRunner interface, not a mock of Optuna or MLflow):
+    four processes asking as fast as they can is the harshest test of the budget lock."""
+
+    def run(self, cfg: object, trial: optuna.Trial, ctx: object) -> TrialOutcome:
+        return TrialOutcome("COMPLETE", metrics={"best_val_acc": float(trial.number)})
+
+
+def _worker(paths: list[str], url: str, index: int, barrier: object) -> None:
+    from dlsuite.hpo.study import open_study, work
+
+    for path in paths:
+        spec = load_study_spec(path, ["tracking.enabled=false"])
+        open_study(spec, url, index)  # created/loaded before the barrier: the asks then come together
+        barrier.wait()  # type: ignore[attr-defined]
+        work(spec, url, None, index, runner=InstantRunner())
+
+
+@pytest.mark.services
+def test_budget_is_exact_when_four_processes_ask_at_once(tmp_path: Path, pg_url: str) -> None:
+    """Eight studies of 2 trials, four processes released together on each: without an atomic
+    count-and-ask they overshoot (measured with the lock taken out: 4 trials each); with it, exactly 2 each."""
+    import multiprocessing
+
+    names = [f"race{i}" for i in range(8)]
+    paths = [str(write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 2"), name=n)) for n in names]
+    ctx = multiprocessing.get_context("fork")  # no storage is open in this process yet: nothing shared
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_worker, args=(paths, pg_url, i, barrier)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    sizes = {n: len(optuna.load_study(study_name=n, storage=open_storage(pg_url)).trials) for n in names}
+    assert sizes == dict.fromkeys(names, 2)

@@ -48,6 +48,31 @@ ENGINE_KWARGS: dict[str, Any] = {
 }
 _SCHEMES = ("postgresql", "postgresql+psycopg")
 
+# Crash recovery on PostgreSQL is by lease: a worker records a heartbeat for its running trial every
+# lease/4 seconds (Optuna's ``record_heartbeat``, stamped with the server's clock, so hosts' clocks do not
+# matter); a RUNNING trial whose heartbeat is older than the lease is failed and re-queued by whichever
+# worker, on any host, next asks for a trial. 60 s covers a GC pause or a slow checkpoint write; set
+# ``$DLSUITE_STUDY_LEASE_S`` to trade faster recovery against false alarms.
+LEASE_ENV = "DLSUITE_STUDY_LEASE_S"
+LEASE_S = 60
+
+
+def lease_s() -> int:
+    """The lease (grace period) in seconds: ``$DLSUITE_STUDY_LEASE_S`` or 60."""
+    raw = os.environ.get(LEASE_ENV)
+    try:
+        value = int(raw) if raw else LEASE_S
+    except ValueError:
+        raise DlsuiteError(f"${LEASE_ENV} must be a whole number of seconds >= 2 (got {raw!r})") from None
+    if value < 2:
+        raise DlsuiteError(f"${LEASE_ENV} must be a whole number of seconds >= 2 (got {raw!r})")
+    return value
+
+
+def heartbeat_s() -> int:
+    """Seconds between heartbeats: a quarter of the lease, so three can be missed before it expires."""
+    return max(1, lease_s() // 4)
+
 
 def resolve_storage(storage: str | None = None) -> str:
     """The storage: explicit, else ``$DLSUITE_STUDY_STORAGE``, else ``./mlruns/optuna/journal.log``.
@@ -148,8 +173,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     if url not in _RDB:
-        with _advisory_lock(url, "dlsuite:create-tables", session=True):
-            _RDB[url] = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        import warnings
+
+        with _advisory_lock(url, "dlsuite:create-tables", session=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            _RDB[url] = optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat_s(), grace_period=lease_s()
+            )
     return _RDB[url]
 
 

@@ -10,6 +10,7 @@ storage the moment they are told, so a kill loses only the trials that were runn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +40,14 @@ from dlsuite.hpo.runner import (
 )
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
-from dlsuite.hpo.storage import budget_lock, check_storage, is_journal, open_storage, resolve_storage
+from dlsuite.hpo.storage import (
+    budget_lock,
+    check_storage,
+    heartbeat_s,
+    is_journal,
+    open_storage,
+    resolve_storage,
+)
 from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
@@ -56,6 +66,8 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tiny trials have fewer batches than Lightning's logging interval; epoch metrics are logged anyway.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # dlsuite runs ask-and-tell and renews the heartbeat itself (see ``lease``), which Optuna does not expect.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def open_study(spec: StudySpec, url: str, worker: int = 0) -> optuna.Study:
@@ -128,23 +140,65 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
 
 
-def recover(study: optuna.Study, client: Any, locked_journal: bool = False) -> list[int]:
-    """Fail and re-queue RUNNING trials whose owner process on this host is gone; return their numbers.
+def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker is gone; return their numbers.
 
-    Call under :func:`~dlsuite.hpo.storage.budget_lock` so two workers do not re-queue the same trial.
-    With a journal file (``locked_journal``) a trial is asked and given its owner under that lock, so a
-    RUNNING trial without an owner seen under the lock was asked by a process that died in between.
+    On PostgreSQL (``RDBStorage`` with heartbeats) a worker is gone when its trial's lease expired: no
+    heartbeat for ``grace_period`` seconds, by the server's clock, whatever host it ran on. On a journal
+    file (one host) when its owner process is gone. Call under
+    :func:`~dlsuite.hpo.storage.budget_lock` (``locked``) so two workers do not re-queue the same
+    trial; a trial is asked and given its owner under that lock, so a RUNNING trial without an owner
+    seen under the lock was asked by a process that died in between.
     """
     recovered = []
+    storage = study._storage
+    stale: set[int] | None = None
+    grace = None
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own lease check
+        grace = storage.grace_period
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
-        if (owner and owner_dead(owner)) or (not owner and locked_journal):
-            fail_and_requeue(study, t, f"worker {owner or '(unknown)'} died (killed?) while the trial ran", client)
+        if stale is not None:
+            dead = t._trial_id in stale
+            reason = f"lease of worker {owner or '(unknown)'} expired (no heartbeat for {grace}s)"
+        else:
+            dead = bool(owner and owner_dead(owner))
+            reason = f"worker {owner or '(unknown)'} died (killed?) while the trial ran"
+        if dead or (not owner and locked):
+            fail_and_requeue(study, t, reason if owner else "worker died before the trial began", client)
             recovered.append(t.number)
     if recovered:
         reap_orphans(client)
         log.warning("study %s: trials %s were left running by dead workers; re-queued", study.study_name, recovered)
     return recovered
+
+
+@contextlib.contextmanager
+def lease(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Renew the trial's lease (an Optuna heartbeat) from a thread while the block runs (RDB only)."""
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+    if not interval:
+        yield
+        return
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as exc:  # noqa: BLE001  a blip: the next beat retries; the lease allows 3 misses
+                log.warning("trial %d: heartbeat failed: %s", trial.number, exc)
+
+    thread = threading.Thread(target=beat, name=f"lease-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def enqueue_pairs(study: optuna.Study, spec: StudySpec) -> int:
@@ -293,6 +347,7 @@ def work(
     study = open_study(spec, url, worker)
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
+    leased = not is_journal(url)
     result = WorkerResult()
     while True:
         if deadline is not None and time.time() >= deadline:
@@ -300,10 +355,18 @@ def work(
             break
         with budget_lock(url, spec.name):
             if client is not None:
-                recover(study, client, is_journal(url))
+                recover(study, client, locked=True)
             trials = study.get_trials(deepcopy=False)
             if spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials:
-                break
+                if leased and any(t.state == TrialState.RUNNING for t in trials):
+                    # Another worker's trial may belong to a dead host: wait until it finishes or its
+                    # lease expires (then it is re-queued and this worker runs it), so the study ends
+                    # at its budget with nothing left RUNNING.
+                    wait = True
+                else:
+                    break
+            else:
+                wait = False
             if spec.type == "compare" and not any(t.state == TrialState.WAITING for t in trials):
                 break
             sampler = study.sampler
@@ -311,9 +374,16 @@ def work(
                 if not any(t.state == TrialState.WAITING for t in trials):
                     result.stopped_by = "grid exhausted"
                     break
-            trial = study.ask()
-            trial.set_user_attr(OWNER_ATTR, owner_id())
-        outcome = run_one(study, trial, spec, parent_run_id, runner, client)
+            if not wait:
+                trial = study.ask()
+                trial.set_user_attr(OWNER_ATTR, owner_id())
+                if leased:
+                    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+        if wait:
+            time.sleep(min(heartbeat_s(), 2))  # cheap to poll; a finished trial frees this worker at once
+            continue
+        with lease(study, trial):
+            outcome = run_one(study, trial, spec, parent_run_id, runner, client)
         result.trials.append(outcome)
         shown = ", ".join(
             f"{o.metric}={outcome.metrics[o.metric]:.4g}" for o in spec.objectives if o.metric in outcome.metrics
@@ -457,7 +527,7 @@ def run_study(
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     with budget_lock(url, spec.name):
         if client is not None:
-            recover(study, client, is_journal(url))
+            recover(study, client, locked=True)
             reap_orphans(client)  # a killed study's parent run, among others
         if spec.type == "compare":
             enqueue_pairs(study, spec)
@@ -488,7 +558,7 @@ def run_study(
                 print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
             if client is not None:
                 with budget_lock(url, spec.name):
-                    recover(study, client, is_journal(url))
+                    recover(study, client, locked=True)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
