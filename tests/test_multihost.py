@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,9 @@ class PeakConnections:
         self._thread.join()
 
 
-def study_cli(args: list[str], cwd: Path, tracking: str, data: Path, epochs: int = 1) -> subprocess.Popen[str]:
+def study_cli(
+    args: list[str], cwd: Path, tracking: str, data: Path, epochs: int = 1, new_session: bool = False
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -91,7 +94,15 @@ def study_cli(args: list[str], cwd: Path, tracking: str, data: Path, epochs: int
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [sys.executable, "-m", "dlsuite", "study", "run", *args, "--set", f"trainer.max_epochs={epochs}"]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=new_session,  # its own process group, to kill it as a whole host
+    )
 
 
 def check_one_study(url: str, tracking: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
@@ -226,3 +237,64 @@ def test_budget_is_exact_when_four_processes_ask_at_once(tmp_path: Path, pg_url:
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     sizes = {n: len(optuna.load_study(study_name=n, storage=open_storage(pg_url)).trials) for n in names}
     assert sizes == dict.fromkeys(names, 2)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_killed_hosts_trial_is_failed_and_retried_when_its_lease_expires(
+    tmp_path: Path, data_cache: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Host A is killed (SIGKILL to its process group) mid-trial; host B fails A's trial once its lease
+    expires, re-runs its parameters, and the study ends at its budget with nothing RUNNING."""
+    import datetime as dt
+    import signal
+
+    shared = tmp_path / "tracking"
+    shared.mkdir()
+    tracking = f"sqlite:///{shared / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("DLSUITE_STUDY_LEASE_S", "4")  # heartbeats every 1 s; the default is 60 s
+    procs = {}
+    for host in ("a", "b"):
+        (tmp_path / host).mkdir()
+        path = write_study(tmp_path / host, SEARCH.replace("n_trials: 3", "n_trials: 5"), name="lease")
+        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking]
+        procs[host] = study_cli(args, tmp_path / host, tracking, data_cache, epochs=4, new_session=True)
+    a = procs["a"]
+    storage = open_storage(pg_url)
+
+    def a_mid_trial() -> optuna.trial.FrozenTrial | None:
+        if "lease" not in optuna.study.get_all_study_names(storage):
+            return None
+        for t in optuna.load_study(study_name="lease", storage=storage).trials:
+            owner = t.user_attrs.get("dlsuite.owner", "")
+            if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs and f":{a.pid}:" in owner:
+                return t
+        return None
+
+    end = time.time() + 300
+    victim = a_mid_trial()
+    while victim is None and a.poll() is None and time.time() < end:
+        time.sleep(0.2)
+        victim = a_mid_trial()
+    assert victim is not None, "host A never ran a trial"
+    os.killpg(a.pid, signal.SIGKILL)
+    killed_at = dt.datetime.now()
+    a.wait()
+    out_b = procs["b"].communicate(timeout=600)[0]
+    assert procs["b"].returncode == 0, out_b
+    trials = optuna.load_study(study_name="lease", storage=storage).trials
+    crashed = trials[victim.number]
+    assert crashed.state == TrialState.FAIL and crashed.user_attrs["dlsuite.requeued"]
+    assert "lease" in crashed.user_attrs["fail_reason"]
+    retry = [t for t in trials if t.user_attrs.get("dlsuite.retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == victim.params
+    counted = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("dlsuite.requeued")]
+    assert len(counted) == 5 and not [t for t in trials if not t.state.is_finished()]
+    client = mlflow.MlflowClient(tracking)
+    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    exp = client.get_experiment_by_name("lease")
+    assert not [r for r in client.search_runs([exp.experiment_id]) if r.info.status == "RUNNING"]
+    with capsys.disabled():
+        seconds = (retry[0].datetime_start - killed_at).total_seconds()
+        print(f"\n[pg] lease 4 s: host killed -> its trial retried after {seconds:.1f} s")

@@ -151,12 +151,11 @@ def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]
     seen under the lock was asked by a process that died in between.
     """
     recovered = []
-    storage = study._storage
+    storage = leased_storage(study)
     stale: set[int] | None = None
-    grace = None
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+    if storage is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own lease check
-        grace = storage.grace_period
+    grace = storage.grace_period if storage is not None else None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
         if stale is not None:
@@ -174,15 +173,25 @@ def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]
     return recovered
 
 
+def leased_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's ``RDBStorage`` when it keeps heartbeats (PostgreSQL), else None.
+
+    ``create_study`` wraps an ``RDBStorage`` in Optuna's private ``_CachedStorage``; look through it.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        return storage
+    return None
+
+
 @contextlib.contextmanager
 def lease(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Renew the trial's lease (an Optuna heartbeat) from a thread while the block runs (RDB only)."""
-    storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
-    if not interval:
+    storage = leased_storage(study)
+    if storage is None:
         yield
         return
-    assert isinstance(storage, optuna.storages.RDBStorage)
+    interval = storage.get_heartbeat_interval()
     stop = threading.Event()
 
     def beat() -> None:
@@ -377,8 +386,8 @@ def work(
             if not wait:
                 trial = study.ask()
                 trial.set_user_attr(OWNER_ATTR, owner_id())
-                if leased:
-                    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+                if (rdb := leased_storage(study)) is not None:
+                    rdb.record_heartbeat(trial._trial_id)  # the lease starts with the trial
         if wait:
             time.sleep(min(heartbeat_s(), 2))  # cheap to poll; a finished trial frees this worker at once
             continue
