@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dlsuite.cli_compare import add_compare, add_doctor
+from dlsuite.cli_server import add_server
 from dlsuite.cli_study import add_study
 from dlsuite.errors import DlsuiteError
 from dlsuite.runner.quiet import quiet
@@ -134,7 +135,7 @@ def add_ui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 from dlsuite.cli_tune import add_tune_batch_size, add_tune_lr  # noqa: E402
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
-SUBCOMMANDS += [add_tune_lr, add_tune_batch_size, add_compare, add_doctor]
+SUBCOMMANDS += [add_tune_lr, add_tune_batch_size, add_compare, add_doctor, add_server]
 
 
 def build_parser() -> argparse.ArgumentParser:
