@@ -59,6 +59,35 @@ def pg_url() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[str]:
+    """``dlsuite server`` (SQLite backend, served artifacts) in its own folder on a free port; its URL."""
+    import signal
+
+    from dlsuite.errors import DlsuiteError
+    from dlsuite.tracking.store import check_uri
+
+    port = free_port()
+    folder = tmp_path / "server"
+    cmd = [sys.executable, "-m", "dlsuite", "server", "--dir", str(folder), "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 180
+        while True:
+            try:
+                check_uri(uri, timeout=2)
+                break
+            except DlsuiteError:
+                assert proc.poll() is None and time.time() < end, "the tracking server did not come up"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class PeakConnections:
     """Samples ``pg_stat_activity`` for one database every 0.1 s in a thread; ``peak`` is the most seen."""
 
@@ -175,30 +204,30 @@ def test_two_workers_on_postgres_reach_n_trials_on_a_bounded_pool(
 @pytest.mark.services
 @pytest.mark.slow
 def test_two_independent_study_runs_share_one_exact_budget(
-    tmp_path: Path, data_cache: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_cache: Path, pg_url: str, tracking_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two "hosts": separate working folders, sharing only the PostgreSQL URL and a tracking store."""
-    shared = tmp_path / "tracking"
-    shared.mkdir()
-    tracking = f"sqlite:///{shared / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    """Two "hosts": separate working folders, sharing only the PostgreSQL URL and the tracking server's
+    HTTP address (``dlsuite server``, its store and artifacts in its own folder)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     hosts = [tmp_path / "host_a", tmp_path / "host_b"]
     procs = []
     for host in hosts:
         host.mkdir()
         path = write_study(host, SEARCH.replace("n_trials: 3", "n_trials: 6"), name="pgb")
-        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking]
+        args = [str(path), "--storage", pg_url, "--tracking-uri", tracking_server]
         # Trials of a few seconds, so that both processes are asking while the other runs.
-        procs.append(study_cli(args, host, tracking, data_cache, epochs=4))
+        # $MLFLOW_TRACKING_URI points nowhere usable: --tracking-uri must win everywhere (reaper, workers).
+        procs.append(study_cli(args, host, f"http://127.0.0.1:{free_port()}", data_cache, epochs=4))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    trials = check_one_study(pg_url, tracking, "pgb", 6)
+    trials = check_one_study(pg_url, tracking_server, "pgb", 6)
     for out in outs:
-        assert "database is locked" not in out and "Traceback" not in out
+        for bad in ("database is locked", "Traceback", "OperationalError", "Connection refused"):
+            assert bad not in out
     owners = {t.user_attrs["dlsuite.owner"] for t in trials}
     assert len(owners) == 2, owners  # both "hosts" ran trials
-    for host in hosts:  # nothing of the study on the other's disk: each has only its own report
-        assert not (host / "mlruns" / "optuna").exists()
+    for host in hosts:  # neither host holds the study or the runs: only its own report
+        assert not (host / "mlruns" / "optuna").exists() and not (host / "mlruns" / "mlflow.db").exists()
 
 
 class InstantRunner:
