@@ -23,11 +23,12 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from dlsuite.errors import DlsuiteError
+
+if TYPE_CHECKING:  # optuna is imported when a storage is opened: checking a study file stays light
+    import optuna
 
 ENV = "DLSUITE_STUDY_STORAGE"
 
@@ -167,6 +168,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     database is done under a session advisory lock: two hosts starting at once would otherwise race
     in ``CREATE TABLE`` (duplicate ``pg_type`` rows).
     """
+    import optuna
+
     if is_journal(url):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
