@@ -327,3 +327,48 @@ def test_a_killed_hosts_trial_is_failed_and_retried_when_its_lease_expires(
     with capsys.disabled():
         seconds = (retry[0].datetime_start - killed_at).total_seconds()
         print(f"\n[pg] lease 4 s: host killed -> its trial retried after {seconds:.1f} s")
+
+
+@pytest.mark.services
+def test_sixteen_workers_stay_far_below_postgres_max_connections(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import multiprocessing
+
+    path = str(write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 48"), name="many"))
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(16)
+    with PeakConnections(pg_url.rsplit("/", 1)[1]) as peak:
+        procs = [ctx.Process(target=_worker, args=([path], pg_url, i, barrier)) for i in range(16)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+    assert [p.exitcode for p in procs] == [0] * 16
+    trials = optuna.load_study(study_name="many", storage=open_storage(pg_url)).trials
+    assert len(trials) == 48 and all(t.state == TrialState.COMPLETE for t in trials)
+    bound = 16 * (POOL_SIZE + MAX_OVERFLOW + 1)
+    with capsys.disabled():
+        print(f"\n[pg] peak connections with 16 worker processes: {peak.peak} (bound {bound}; server default 100)")
+    assert 16 <= peak.peak <= bound < 100
+
+
+@pytest.mark.services
+def test_connections_dropped_by_the_server_are_replaced(tmp_path: Path, pg_url: str) -> None:
+    """pool_pre_ping: after the server kills every connection of the study (an idle timeout, a restart),
+    the same process goes on with new ones instead of failing on a dead one."""
+    from dlsuite.hpo.study import work
+
+    path = write_study(tmp_path, SEARCH, name="ping")
+    spec = load_study_spec(path, ["tracking.enabled=false", "n_trials=2"])
+    work(spec, pg_url, None, runner=InstantRunner())
+    with _admin() as conn:  # type: ignore[attr-defined]
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (pg_url.rsplit("/", 1)[1],),
+        ).fetchone()[0]
+    assert killed >= 1  # this process's pooled connections were there, idle, and are now gone
+    work(spec.model_copy(update={"n_trials": 4}), pg_url, None, runner=InstantRunner())
+    trials = optuna.load_study(study_name="ping", storage=open_storage(pg_url)).trials
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
