@@ -59,33 +59,45 @@ def pg_url() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def tracking_server(tmp_path: Path) -> Iterator[str]:
-    """``dlsuite server`` (SQLite backend, served artifacts) in its own folder on a free port; its URL."""
-    import signal
-
+def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """``dlsuite server`` (SQLite backend, served artifacts) in ``folder`` on ``port``, once it answers."""
     from dlsuite.errors import DlsuiteError
     from dlsuite.tracking.store import check_uri
 
-    port = free_port()
-    folder = tmp_path / "server"
     cmd = [sys.executable, "-m", "dlsuite", "server", "--dir", str(folder), "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        end = time.time() + 180
-        while True:
-            try:
-                check_uri(uri, timeout=2)
-                break
-            except DlsuiteError:
-                assert proc.poll() is None and time.time() < end, "the tracking server did not come up"
-                time.sleep(0.5)
-        yield uri
-    finally:
+    end = time.time() + 180
+    while True:
+        try:
+            check_uri(f"http://127.0.0.1:{port}", timeout=2)
+            return proc
+        except DlsuiteError:
+            if proc.poll() is not None or time.time() > end:
+                os.killpg(proc.pid, 9)
+                raise AssertionError("the tracking server did not come up") from None
+            time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server's whole process group (MLflow starts worker processes)."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):  # already stopped
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[str]:
+    """A ``dlsuite server`` in its own folder on a free port; its URL."""
+    port = free_port()
+    proc = start_server(tmp_path / "server", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
 
 
 class PeakConnections:
@@ -372,3 +384,40 @@ def test_connections_dropped_by_the_server_are_replaced(tmp_path: Path, pg_url: 
     work(spec.model_copy(update={"n_trials": 4}), pg_url, None, runner=InstantRunner())
     trials = optuna.load_study(study_name="ping", storage=open_storage(pg_url)).trials
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_tracking_server_killed_and_restarted_mid_study_loses_no_trial(
+    tmp_path: Path, data_cache: Path, pg_url: str
+) -> None:
+    """MLflow's HTTP client retries with backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, about 2 minutes in
+    all): a server back within that is a slow trial, not a lost one."""
+    port = free_port()
+    server = start_server(tmp_path / "server", port)
+    uri = f"http://127.0.0.1:{port}"
+    path = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 5"), name="srvkill")
+    proc = study_cli([str(path), "--storage", pg_url, "--tracking-uri", uri], tmp_path, uri, data_cache, epochs=4)
+    try:
+        storage = open_storage(pg_url)
+        end = time.time() + 300
+
+        def a_trial_runs_after_one_finished() -> bool:
+            if "srvkill" not in optuna.study.get_all_study_names(storage):
+                return False
+            ts = optuna.load_study(study_name="srvkill", storage=storage).trials
+            return any(t.state == TrialState.COMPLETE for t in ts) and any(t.state == TrialState.RUNNING for t in ts)
+
+        while not a_trial_runs_after_one_finished():
+            assert proc.poll() is None and time.time() < end, "the study ended before the server could be killed"
+            time.sleep(0.2)
+        stop_server(server)
+        time.sleep(5)  # the study goes on without its tracking server
+        server = start_server(tmp_path / "server", port)  # same folder, same port
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out
+        check_one_study(pg_url, uri, "srvkill", 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_server(server)
