@@ -15,7 +15,7 @@ import pytest
 from dlsuite.cli import main
 from dlsuite.errors import DlsuiteError
 from dlsuite.tracking.store import check_uri
-from tests.test_multihost import free_port
+from tests.test_multihost import free_port, pg_url  # noqa: F401  pg_url: a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,10 +37,15 @@ def test_an_unreachable_backend_store_is_refused(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.slow
-def test_server_records_runs_and_serves_artifacts_from_its_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def test_server_records_runs_and_serves_artifacts_from_its_folder(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "dlsuite", "server", "--dir", str(tmp_path / "srv"), "--port", str(port)]
+    if backend == "postgres":
+        cmd += ["--backend-store-uri", request.getfixturevalue("pg_url")]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -62,7 +67,7 @@ def test_server_records_runs_and_serves_artifacts_from_its_folder(tmp_path: Path
         assert client.get_run(run.info.run_id).info.status == "FINISHED"
         served = list((tmp_path / "srv" / "artifacts").rglob("note.txt"))
         assert len(served) == 1 and served[0].read_text() == "hello"  # stored by the server, not the client
-        assert (tmp_path / "srv" / "mlflow.db").is_file()
+        assert (tmp_path / "srv" / "mlflow.db").is_file() == (backend == "sqlite")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
