@@ -366,23 +366,21 @@ def work(
             if client is not None:
                 recover(study, client, locked=True)
             trials = study.get_trials(deepcopy=False)
-            if spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials:
-                if leased and any(t.state == TrialState.RUNNING for t in trials):
-                    # Another worker's trial may belong to a dead host: wait until it finishes or its
-                    # lease expires (then it is re-queued and this worker runs it), so the study ends
-                    # at its budget with nothing left RUNNING.
-                    wait = True
-                else:
-                    break
-            else:
-                wait = False
-            if spec.type == "compare" and not any(t.state == TrialState.WAITING for t in trials):
-                break
+            queued = any(t.state == TrialState.WAITING for t in trials)
             sampler = study.sampler
-            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-                if not any(t.state == TrialState.WAITING for t in trials):
+            exhausted = isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study) and not queued
+            met = (spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials) or (
+                spec.type == "compare" and not queued
+            )
+            done = met or exhausted
+            # Done, but another worker's trial may belong to a dead host: on a leased storage wait until
+            # it finishes or its lease expires (then it is re-queued and this worker runs it), so the
+            # study ends at its budget with nothing left RUNNING.
+            wait = done and leased and any(t.state == TrialState.RUNNING for t in trials)
+            if done and not wait:
+                if not met:
                     result.stopped_by = "grid exhausted"
-                    break
+                break
             if not wait:
                 trial = study.ask()
                 trial.set_user_attr(OWNER_ATTR, owner_id())
