@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dlsuite.cli_compare import add_compare, add_doctor
+from dlsuite.cli_server import add_server
 from dlsuite.cli_study import add_study
 from dlsuite.cli_ui import add_ui
 from dlsuite.errors import DlsuiteError
@@ -87,7 +88,7 @@ def add_list(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 from dlsuite.cli_tune import add_find_batch_size, add_find_lr  # noqa: E402
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_list, add_ui, add_study]  # type: ignore[type-arg]
-SUBCOMMANDS += [add_find_lr, add_find_batch_size, add_compare, add_doctor]
+SUBCOMMANDS += [add_find_lr, add_find_batch_size, add_compare, add_doctor, add_server]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet()
     try:
+        precheck = getattr(args, "precheck", None)
+        if precheck is not None:  # e.g. servers reachable, before the reaper opens the store
+            precheck(args)
         args.reaped = reap_for(args)
         if args.reaped and not getattr(args, "tells_reaped", False):
             from dlsuite.tracking.runs import reaped_note

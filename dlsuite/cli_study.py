@@ -16,22 +16,53 @@ def _gpus(text: str | None) -> list[str] | None:
     return ids
 
 
-def cmd_study_run(args: argparse.Namespace) -> int:
-    """Run a study file to its budget; running it again resumes the same study."""
-    from dlsuite.hpo.spec import load_study_spec
+def precheck_study_run(args: argparse.Namespace) -> None:
+    """Load and validate the study, then check that its study storage and tracking store answer.
 
-    spec = load_study_spec(args.file, args.set)  # refuses a bad study before anything is written
-    gpus = _gpus(args.gpus)
+    Runs before anything opens a store (see ``dlsuite.cli.main``): an unreachable PostgreSQL or
+    tracking server is one line and exit 2, with no study, run or file written.
+    """
+    from dlsuite.hpo.spec import load_study_spec
+    from dlsuite.hpo.storage import check_storage, resolve_storage
+    from dlsuite.tracking.store import check_uri
+
+    sets = list(args.set)
+    if args.tracking_uri:
+        sets.append(f"tracking.uri={args.tracking_uri}")  # last, so it wins over the study file's
+    spec = load_study_spec(args.file, sets)  # refuses a bad study before anything is written
+    if args.storage:
+        spec = spec.model_copy(update={"storage": args.storage})
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
+    _gpus(args.gpus)
+    check_storage(resolve_storage(spec.storage))
+    base = spec.run_config()
+    if base.tracking.enabled:
+        check_uri(base.tracking.uri)
+        args.uri = base.tracking.uri  # the store the reaper looks at is the study's
+    args.spec = spec
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    """Run a study file to its budget; running it again resumes the same study.
+
+    Several hosts run one study by sharing a PostgreSQL --storage and a tracking server
+    --tracking-uri: each runs this same command (see docs/studies.md, "Several hosts").
+    """
+    spec = args.spec if getattr(args, "spec", None) is not None else None
+    if spec is None:
+        precheck_study_run(args)
+        spec = args.spec
+    gpus = _gpus(args.gpus)
     if args.check:
         print(f"study {spec.name}: valid ({spec.type}, {len(spec.space or spec.variants)} keys/variants)")
         return 0
+    from dlsuite.hpo.storage import redact
     from dlsuite.hpo.study import run_study
     from dlsuite.reports.study import report_study
 
     result = run_study(spec, workers=args.workers, gpus=gpus)
-    print(f"study {result.name}: {result.counts} (storage {result.storage})")
+    print(f"study {result.name}: {result.counts} (storage {redact(result.storage)})")
     rep = report_study(spec, result)
     print(f"report: {rep.out_dir}/report.md; MLflow parent run {result.parent_run_id}")
     if result.view:
@@ -94,8 +125,18 @@ def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         metavar="KEY=VALUE",
         help="study keys (n_trials=3, sampler.name=random) or run config keys (trainer.max_epochs=2, run.seed=1)",
     )
-    r.add_argument("--check", action="store_true", help="validate the study file and exit")
-    r.set_defaults(func=cmd_study_run, opens_store=True)
+    r.add_argument(
+        "--storage",
+        help="Optuna storage: a journal file (one host) or postgresql+psycopg://user@host:5432/db (several hosts); "
+        "default: the study file's storage, $DLSUITE_STUDY_STORAGE or mlruns/optuna/journal.log",
+    )
+    r.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI, e.g. http://host:5000 (a tracking server, for several hosts); "
+        "default: the study file's tracking.uri, $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db",
+    )
+    r.add_argument("--check", action="store_true", help="validate the study file (and that its stores answer) and exit")
+    r.set_defaults(func=cmd_study_run, opens_store=True, precheck=precheck_study_run)
 
     rep = ss.add_parser("report", help="print and write a study's report", description=cmd_study_report.__doc__)
     rep.add_argument("name", help="study name")

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"runner"},
     {"hpo"},
     {"reports"},
-    {"catalog", "cli", "cli_study", "cli_compare", "cli_tune", "cli_ui", "__main__", "__init__"},
+    {"catalog", "cli", "cli_study", "cli_compare", "cli_tune", "cli_ui", "cli_server", "__main__", "__init__"},
 ]
 RANK = {stage: i for i, group in enumerate(LAYERS) for stage in group}
 

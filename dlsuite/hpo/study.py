@@ -1,7 +1,8 @@
 """Running a study: open or resume it, recover crashed trials, ask/run/tell in N workers, end the parent run.
 
 Crash safety: every trial records its owning process (``dlsuite.owner``) and its MLflow run id as user
-attributes. Before each ask, under the budget lock, trials RUNNING in Optuna whose owner on this host is
+attributes. Before each ask, under the budget lock (:func:`~dlsuite.hpo.storage.budget_lock`: a file lock
+on one host, an advisory lock on PostgreSQL across hosts), trials RUNNING in Optuna whose owner on this host is
 gone (``kill -9``) are marked FAIL (``dlsuite.requeued``, not counted against the budget), their
 parameters are enqueued again, and their MLflow runs are ended KILLED. Finished trials are in the
 storage the moment they are told, so a kill loses only the trials that were running.
@@ -9,6 +10,7 @@ storage the moment they are told, so a kill loses only the trials that were runn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +40,14 @@ from dlsuite.hpo.runner import (
 )
 from dlsuite.hpo.samplers import create_pruner, create_sampler
 from dlsuite.hpo.spec import StudySpec
-from dlsuite.hpo.storage import budget_lock, is_journal, open_storage, resolve_storage
+from dlsuite.hpo.storage import (
+    budget_lock,
+    check_storage,
+    heartbeat_s,
+    is_journal,
+    open_storage,
+    resolve_storage,
+)
 from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
@@ -55,6 +66,8 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tiny trials have fewer batches than Lightning's logging interval; epoch metrics are logged anyway.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # dlsuite runs ask-and-tell and renews the heartbeat itself (see ``lease``), which Optuna does not expect.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def open_study(spec: StudySpec, url: str, worker: int = 0) -> optuna.Study:
@@ -127,23 +140,74 @@ def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: s
     mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
 
 
-def recover(study: optuna.Study, client: Any, locked_journal: bool = False) -> list[int]:
-    """Fail and re-queue RUNNING trials whose owner process on this host is gone; return their numbers.
+def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker is gone; return their numbers.
 
-    Call under :func:`~dlsuite.hpo.storage.budget_lock` so two workers do not re-queue the same trial.
-    With a journal file (``locked_journal``) a trial is asked and given its owner under that lock, so a
-    RUNNING trial without an owner seen under the lock was asked by a process that died in between.
+    On PostgreSQL (``RDBStorage`` with heartbeats) a worker is gone when its trial's lease expired: no
+    heartbeat for ``grace_period`` seconds, by the server's clock, whatever host it ran on. On a journal
+    file (one host) when its owner process is gone. Call under
+    :func:`~dlsuite.hpo.storage.budget_lock` (``locked``) so two workers do not re-queue the same
+    trial; a trial is asked and given its owner under that lock, so a RUNNING trial without an owner
+    seen under the lock was asked by a process that died in between.
     """
     recovered = []
+    storage = leased_storage(study)
+    stale: set[int] | None = None
+    if storage is not None:
+        stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own lease check
+    grace = storage.grace_period if storage is not None else None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
-        if (owner and owner_dead(owner)) or (not owner and locked_journal):
-            fail_and_requeue(study, t, f"worker {owner or '(unknown)'} died (killed?) while the trial ran", client)
+        if stale is not None:
+            dead = t._trial_id in stale
+            reason = f"lease of worker {owner or '(unknown)'} expired (no heartbeat for {grace}s)"
+        else:
+            dead = bool(owner and owner_dead(owner))
+            reason = f"worker {owner or '(unknown)'} died (killed?) while the trial ran"
+        if dead or (not owner and locked):
+            fail_and_requeue(study, t, reason if owner else "worker died before the trial began", client)
             recovered.append(t.number)
     if recovered:
         reap_orphans(client)
         log.warning("study %s: trials %s were left running by dead workers; re-queued", study.study_name, recovered)
     return recovered
+
+
+def leased_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's ``RDBStorage`` when it keeps heartbeats (PostgreSQL), else None.
+
+    ``create_study`` wraps an ``RDBStorage`` in Optuna's private ``_CachedStorage``; look through it.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        return storage
+    return None
+
+
+@contextlib.contextmanager
+def lease(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Renew the trial's lease (an Optuna heartbeat) from a thread while the block runs (RDB only)."""
+    storage = leased_storage(study)
+    if storage is None:
+        yield
+        return
+    interval = storage.get_heartbeat_interval()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as exc:  # noqa: BLE001  a blip: the next beat retries; the lease allows 3 misses
+                log.warning("trial %d: heartbeat failed: %s", trial.number, exc)
+
+    thread = threading.Thread(target=beat, name=f"lease-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def enqueue_pairs(study: optuna.Study, spec: StudySpec) -> int:
@@ -295,27 +359,41 @@ def work(
     study = open_study(spec, url, worker)
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
+    leased = not is_journal(url)
     result = WorkerResult()
     while True:
         if deadline is not None and time.time() >= deadline:
             result.stopped_by = "timeout"
             break
-        with budget_lock(url):
+        with budget_lock(url, spec.name):
             if client is not None:
-                recover(study, client, is_journal(url))
+                recover(study, client, locked=True)
             trials = study.get_trials(deepcopy=False)
-            if spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials:
-                break
-            if spec.type == "compare" and not any(t.state == TrialState.WAITING for t in trials):
-                break
+            queued = any(t.state == TrialState.WAITING for t in trials)
             sampler = study.sampler
-            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-                if not any(t.state == TrialState.WAITING for t in trials):
+            exhausted = isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study) and not queued
+            met = (spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials) or (
+                spec.type == "compare" and not queued
+            )
+            done = met or exhausted
+            # Done, but another worker's trial may belong to a dead host: on a leased storage wait until
+            # it finishes or its lease expires (then it is re-queued and this worker runs it), so the
+            # study ends at its budget with nothing left RUNNING.
+            wait = done and leased and any(t.state == TrialState.RUNNING for t in trials)
+            if done and not wait:
+                if not met:
                     result.stopped_by = "grid exhausted"
-                    break
-            trial = study.ask()
-            trial.set_user_attr(OWNER_ATTR, owner_id())
-        outcome = run_one(study, trial, spec, parent_run_id, runner, client)
+                break
+            if not wait:
+                trial = study.ask()
+                trial.set_user_attr(OWNER_ATTR, owner_id())
+                if (rdb := leased_storage(study)) is not None:
+                    rdb.record_heartbeat(trial._trial_id)  # the lease starts with the trial
+        if wait:
+            time.sleep(min(heartbeat_s(), 2))  # cheap to poll; a finished trial frees this worker at once
+            continue
+        with lease(study, trial):
+            outcome = run_one(study, trial, spec, parent_run_id, runner, client)
         result.trials.append(outcome)
         shown = ", ".join(
             f"{o.metric}={outcome.metrics[o.metric]:.4g}" for o in spec.objectives if o.metric in outcome.metrics
@@ -455,18 +533,23 @@ def run_study(
     if workers < 1:
         raise ConfigError("--workers must be >= 1")
     url = resolve_storage(spec.storage)
+    check_storage(url)  # an unreachable server is refused before the study is created
     base = spec.run_config()
+    if base.tracking.enabled:
+        store.check_uri(base.tracking.uri)
     study = open_study(spec, url)
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
-    with budget_lock(url):
+    with budget_lock(url, spec.name):
         if client is not None:
-            recover(study, client, is_journal(url))
+            recover(study, client, locked=True)
             reap_orphans(client)  # a killed study's parent run, among others
         if spec.type == "compare":
             enqueue_pairs(study, spec)
     if spec.type == "compare" and spec.tune:
         tune_variants(spec, study, workers, gpus)  # each tuned variant's own search, once
-    parent = open_parent_run(spec, study, client) if client is not None else None
+    # Under the lock: two coordinators (two hosts) starting at once must find one parent run, not make two.
+    with budget_lock(url, spec.name):
+        parent = open_parent_run(spec, study, client) if client is not None else None
     view = None
     if client is not None:
         from dlsuite.hpo.mlflow_view import share_view
@@ -493,8 +576,8 @@ def run_study(
                 log.warning("study %s: worker exit codes %s", spec.name, codes)
                 print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
             if client is not None:
-                with budget_lock(url):
-                    recover(study, client, is_journal(url))
+                with budget_lock(url, spec.name):
+                    recover(study, client, locked=True)
         if client is not None and parent is not None:
             from dlsuite.hpo.mlflow_view import record_best
 

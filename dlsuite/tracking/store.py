@@ -244,3 +244,54 @@ def experiment_id(c: MlflowClient, name: str) -> str:
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def check_uri(uri: str | None = None, timeout: float = 10.0) -> None:
+    """Refuse (``DlsuiteError``) a tracking URI that cannot be reached, before anything is written.
+
+    A tracking server (``http(s)://``) must answer its ``/health`` endpoint; a database store
+    (``postgresql://``, ``mysql://``) must answer ``SELECT 1``; a SQLite store's folder must be
+    creatable. MLflow's own client would instead retry for minutes and then fail mid-study.
+    """
+    resolved = resolve_uri(uri)
+    scheme = resolved.split("://", 1)[0] if "://" in resolved else ""
+    shown = _redact(resolved)
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(resolved.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
+                if resp.status != 200:
+                    raise DlsuiteError(f"tracking server {shown} answered /health with HTTP {resp.status}")
+        except urllib.error.HTTPError as exc:
+            raise DlsuiteError(f"tracking server {shown} answered /health with HTTP {exc.code}") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DlsuiteError(f"tracking server {shown} is unreachable: {reason}") from None
+        return
+    if scheme.split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(resolved, poolclass=sqlalchemy.pool.NullPool)
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:  # noqa: BLE001  any connection failure is the user's to fix: say which
+            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise DlsuiteError(f"tracking store {shown} is unreachable: {text[0] if text else exc}") from None
+        return
+    db = sqlite_path(resolved)
+    if db is not None:
+        existing = next((p for p in (db.parent, *db.parent.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise DlsuiteError(f"tracking store {shown}: cannot create its folder {db.parent}")
+
+
+def _redact(uri: str) -> str:
+    if "://" not in uri or "@" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    auth, host = rest.rsplit("@", 1)
+    return f"{scheme}://{auth.split(':', 1)[0]}{':***' if ':' in auth else ''}@{host}"
