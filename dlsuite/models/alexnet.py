@@ -8,22 +8,23 @@ kernel becomes ``first_kernel_size`` stride 1, since 8x8 digits or 40-step seque
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import ClassifierHead, can_pool, output_shape, spatial_dims
-from dlsuite.models.knobs import Activation, Dropout, FirstKernelSize, Head, Hidden, Knob, Norm, Pool, Width
+from dlsuite.models.common import ConvClassifier, can_pool, output_shape, spatial_dims
+from dlsuite.models.knobs import Knob
 
 _MULT = (1, 3, 6, 4, 4)  # 64, 192, 384, 256, 256 in the original
 _POOL_AFTER = (0, 1, 4)
 
 
 @register_model("alexnet")
-class AlexNet(nn.Module):
+class AlexNet(
+    ConvClassifier, width=16, hidden=256, first_kernel_size=5, dropout=0.5, norm="none", pool="max", head="flatten"
+):
     """conv -> [lrn] -> pool -> conv -> [lrn] -> pool -> conv -> conv -> conv -> pool -> 2 fc -> classes.
 
     ``dropout`` (0.5 as in the paper) regularises the fully connected layers.
@@ -34,39 +35,27 @@ class AlexNet(nn.Module):
         input_shape: tuple[int, ...],
         num_classes: int,
         *,
-        width: Width = 16,
-        hidden: Hidden = 256,
-        first_kernel_size: FirstKernelSize = 5,
-        dropout: Dropout = 0.5,
         lrn: Annotated[bool, Knob("local response normalisation after the first two convolutions")] = False,
-        norm: Norm = "none",
-        activation: Activation = "relu",
-        pool: Pool = "max",
-        head: Head = "flatten",
+        **knobs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
         conv = layers.conv(dims)
         mods: list[nn.Module] = []
         in_ch = input_shape[0]
         for i, mult in enumerate(_MULT):
-            out_ch = width * mult
-            k = first_kernel_size if i == 0 else 3
+            out_ch = k.width * mult
+            size = k.first_kernel_size if i == 0 else 3
             mods += [
-                conv(in_ch, out_ch, k, padding=k // 2),
-                layers.norm(norm, dims, out_ch),
-                layers.activation(activation),
+                conv(in_ch, out_ch, size, padding=size // 2),
+                layers.norm(k.norm, dims, out_ch),
+                layers.activation(k.activation),
             ]
             if lrn and i < 2:
                 mods.append(nn.LocalResponseNorm(5))  # the paper's "brightness normalisation"
             if i in _POOL_AFTER and can_pool(output_shape(nn.Sequential(*mods), input_shape)):
-                mods.append(layers.pool(pool, dims))
+                mods.append(layers.pool(k.pool, dims))
             in_ch = out_ch
         self.features = nn.Sequential(*mods)
-        feat = output_shape(self.features, input_shape)
-        self.head = ClassifierHead(
-            head, feat, num_classes, dropout=dropout, hidden=(hidden, hidden), activation=activation
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, C, *S) -> (B, 4w, *S/8) -> (B, classes)
+        self.head = self.classifier(input_shape, num_classes, hidden=(k.hidden, k.hidden))

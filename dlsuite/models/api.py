@@ -1,11 +1,14 @@
 """The model registry in the spirit of timm: ``@register_model``, ``create_model``, ``list_models``.
 
-A family registers its ``nn.Module`` class itself: ``@register_model("cnn")`` above ``class ConvNet``,
-whose ``__init__(input_shape, num_classes, *, knob=default, ...)`` is the one place its knobs, defaults,
-types and ranges are stated (annotated with the vocabulary of :mod:`dlsuite.models.knobs`). A preset
-is a name for a registered model with some knobs set (``mnist1d_cnn``), as timm's ``resnet18`` is
-for ``ResNet``. A plain builder function with keyword-only knobs registers the same way (the
-``transfer`` model does). ``input_shape`` excludes the batch dimension: ``(C, L)`` for sequences,
+A family registers its ``nn.Module`` class itself: ``@register_model("vgg")`` above ``class VGG``. Its
+knobs are stated once, in two kinds. A knob of the shared vocabulary (:mod:`dlsuite.models.knobs`)
+with the shared range is named with its default on the class line, ``class VGG(ConvClassifier,
+width=16, stages=3, ...)`` (a :class:`Family`), and reaches the module as ``self.knobs.width``; a knob
+only the family has, or one whose range it narrows, is a keyword argument of its ``__init__``,
+annotated with its :class:`~dlsuite.models.knobs.Knob` (``lrn: Annotated[bool, Knob(...)] = False``).
+A preset is a name for a registered model with some knobs set (``mnist1d_cnn``), as timm's
+``resnet18`` is for ``ResNet``. A plain builder function with keyword-only knobs registers the same way
+(the ``transfer`` model does). ``input_shape`` excludes the batch dimension: ``(C, L)`` for sequences,
 ``(C, H, W)`` for images, ``(L,)`` for tokens.
 """
 
@@ -14,14 +17,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from torch import nn
 
 from dlsuite.errors import ConfigError, did_you_mean
-from dlsuite.models.knobs import Knob, renamed
+from dlsuite.models.knobs import VOCABULARY, Knob, renamed
 from dlsuite.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
@@ -95,6 +99,32 @@ def _check_input(name: str, input_shape: tuple[int, ...]) -> None:
     )
 
 
+class Family(nn.Module):
+    """A model family whose vocabulary knobs are named, with their defaults, on its class line.
+
+    ``class ResNet(Family, width=16, depth=2)`` takes ``width`` and ``depth`` with the vocabulary's type
+    and range; a subclass inherits them and may change a default on its own class line. The family's
+    ``__init__`` declares only its own knobs and passes the rest on (``super().__init__(**knobs)``);
+    the values given, or the defaults, are then ``self.knobs.width`` and so on.
+    """
+
+    knob_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **defaults: Any) -> None:
+        super().__init_subclass__()
+        unknown = sorted(set(defaults) - set(VOCABULARY))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: {unknown} are not in the knob vocabulary; declare them in __init__")
+        cls.knob_defaults = {**cls.knob_defaults, **defaults}
+
+    def __init__(self, **knobs: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(knobs) - set(self.knob_defaults))
+        if unknown:
+            raise TypeError(f"unexpected knobs {unknown}")
+        self.knobs = types.SimpleNamespace(**{**self.knob_defaults, **knobs})
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern (``"res*"``)."""
     return MODELS.names(pattern)
@@ -124,13 +154,20 @@ def _specs(builder: ModelBuilder) -> dict[str, KnobSpec]:
         }
     if not isinstance(builder, type):
         return _declared(builder)
-    # A class's knobs are its __init__'s keyword arguments; a subclass adds its own and passes the
-    # rest on with ``**knobs``, so the classes below nn.Module contribute, base classes first.
+    # A family's class-line knobs (type and range from the vocabulary), and its __init__'s keyword
+    # arguments: a subclass adds its own and passes the rest on with ``**knobs``, so the classes below
+    # nn.Module contribute, base classes first. Listed as the vocabulary orders its names, then the
+    # family's own knobs as declared.
     specs: dict[str, KnobSpec] = {}
+    if issubclass(builder, Family):
+        for name, default in builder.knob_defaults.items():
+            kind, knob = typing.get_args(VOCABULARY[name])
+            specs[name] = KnobSpec(name, default, kind, knob)
     for cls in reversed(builder.__mro__[: builder.__mro__.index(nn.Module)]):
         if "__init__" in vars(cls):
             specs.update(_declared(vars(cls)["__init__"]))
-    return specs
+    order = list(VOCABULARY)
+    return {n: specs[n] for n in sorted(specs, key=lambda n: order.index(n) if n in order else len(order))}
 
 
 def _declared(fn: Callable[..., Any]) -> dict[str, KnobSpec]:

@@ -14,16 +14,16 @@ the batch (0 for the plain autoencoder). ``num_classes`` is not used.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from dlsuite.models import layers
-from dlsuite.models.api import register_model
+from dlsuite.models.api import Family, register_model
 from dlsuite.models.common import conv_norm_act, spatial_dims
-from dlsuite.models.knobs import Activation, Depth, Knob, Norm, Width
+from dlsuite.models.knobs import Knob
 
 
 class UpBlock(nn.Module):
@@ -50,7 +50,7 @@ class UpBlock(nn.Module):
 
 
 @register_model("autoencoder")
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(Family, width=16, depth=2, norm="batch", activation="relu"):
     """Encoder convs -> latent (or mu/logvar) -> decoder up-blocks -> output conv."""
 
     def __init__(
@@ -58,23 +58,21 @@ class ConvAutoencoder(nn.Module):
         input_shape: tuple[int, ...],
         num_classes: int,  # unused: the reconstruction task has no classes
         *,
-        width: Width = 16,
-        depth: Depth = 2,
         latent: Annotated[int, Knob("size of the code between encoder and decoder", ge=1)] = 16,
         variational: Annotated[bool, Knob("a Gaussian code (VAE) instead of a point")] = False,
         upsample: Annotated[str, Knob("decoder upsampling", choices=("transpose", "nearest"))] = "transpose",
-        norm: Norm = "batch",
-        activation: Activation = "relu",
+        **knobs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
         self.variational = variational
         enc: list[nn.Module] = []
         sizes = [tuple(input_shape[1:])]
         in_ch = input_shape[0]
-        for i in range(depth):
-            out_ch = width * 2**i
-            enc.append(conv_norm_act(dims, in_ch, out_ch, 3, stride=2, norm=norm, activation=activation))
+        for i in range(k.depth):
+            out_ch = k.width * 2**i
+            enc.append(conv_norm_act(dims, in_ch, out_ch, 3, stride=2, norm=k.norm, activation=k.activation))
             sizes.append(tuple((s + 2 - 3) // 2 + 1 for s in sizes[-1]))  # (N + 2P - F) / S + 1
             in_ch = out_ch
         self.encoder = nn.Sequential(*enc, nn.Flatten())
@@ -83,9 +81,9 @@ class ConvAutoencoder(nn.Module):
         self.to_latent = nn.Linear(flat, 2 * latent if variational else latent)
         self.from_latent = nn.Linear(latent, flat)
         dec: list[nn.Module] = []
-        for i in reversed(range(depth)):
-            out_ch = width * 2 ** max(i - 1, 0)
-            dec.append(UpBlock(dims, in_ch, out_ch, sizes[i], upsample, norm, activation))
+        for i in reversed(range(k.depth)):
+            out_ch = k.width * 2 ** max(i - 1, 0)
+            dec.append(UpBlock(dims, in_ch, out_ch, sizes[i], upsample, k.norm, k.activation))
             in_ch = out_ch
         self.decoder = nn.Sequential(*dec)
         self.out = layers.conv(dims)(in_ch, input_shape[0], 3, padding=1)

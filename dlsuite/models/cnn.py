@@ -7,29 +7,19 @@ MNIST-1D).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model, register_preset
-from dlsuite.models.knobs import (
-    POOL,
-    Activation,
-    Depth,
-    Dropout,
-    FirstKernelSize,
-    Head,
-    KernelSize,
-    Knob,
-    Norm,
-    Width,
-)
+from dlsuite.models.common import ConvClassifier
+from dlsuite.models.knobs import POOL, Knob
 
 
 @register_model("cnn")
-class ConvNet(nn.Module):
+class ConvNet(ConvClassifier, width=25, depth=3, kernel_size=3, first_kernel_size=5, norm="none", head="flatten"):
     """``depth`` conv blocks (conv -> norm -> activation -> dropout [-> pool]) and a linear head."""
 
     def __init__(
@@ -37,46 +27,35 @@ class ConvNet(nn.Module):
         input_shape: tuple[int, ...],
         num_classes: int,
         *,
-        width: Width = 25,
-        depth: Depth = 3,
-        kernel_size: KernelSize = 3,
-        first_kernel_size: FirstKernelSize = 5,
         stride: Annotated[int, Knob("convolution stride", ge=1)] = 2,
         padding: Annotated[int, Knob("convolution zero padding", ge=0)] = 1,
-        dropout: Dropout = 0.0,
-        norm: Norm = "none",
-        activation: Activation = "relu",
         pool: Annotated[str, POOL.where(choices=("none", "max", "avg"))] = "none",
-        head: Head = "flatten",
+        **knobs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**knobs)
+        k = self.knobs
         dims = len(input_shape) - 1
         conv = layers.conv(dims)
         blocks: list[nn.Module] = []
         in_ch = input_shape[0]
-        for i in range(depth):
-            k = first_kernel_size if i == 0 else kernel_size
+        for i in range(k.depth):
             blocks += [
-                conv(in_ch, width, k, stride=stride, padding=padding),
-                layers.norm(norm, dims, width),
-                layers.activation(activation),
+                conv(in_ch, k.width, k.first_kernel_size if i == 0 else k.kernel_size, stride=stride, padding=padding),
+                layers.norm(k.norm, dims, k.width),
+                layers.activation(k.activation),
             ]
-            if dropout:
-                blocks.append(nn.Dropout(dropout))
+            if k.dropout:
+                blocks.append(nn.Dropout(k.dropout))
             if pool != "none":
                 blocks.append(layers.pool(pool, dims))
-            in_ch = width
+            in_ch = k.width
         self.features = nn.Sequential(*blocks)
         with torch.no_grad():  # infer the head's input size from a dummy example
             out = self.features(torch.zeros(1, *input_shape))
-        if head == "gap":
-            self.head = nn.Sequential(layers.global_pool(dims), nn.Linear(width, num_classes))
+        if k.head == "gap":
+            self.head = nn.Sequential(layers.global_pool(dims), nn.Linear(k.width, num_classes))
         else:
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(out[0].numel(), num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # (B, C, L') or (B, C, H', W')
-        return self.head(h)  # (B, classes)
 
 
 mnist1d_cnn = register_preset(

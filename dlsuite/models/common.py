@@ -1,4 +1,5 @@
-"""Small pieces the conv families share: input-form checks, conv-norm-activation, the classifier head.
+"""Small pieces the conv families share: input-form checks, conv-norm-activation, the classifier head,
+and their base class :class:`ConvClassifier` (features -> head).
 
 Kept apart from ``layers.py`` (the knob factories) because these are composite blocks, not knob
 values; every family file stays readable on its own by importing only these few helpers.
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from dlsuite.models import layers
+from dlsuite.models.api import Family
 
 
 def spatial_dims(input_shape: tuple[int, ...]) -> int:
@@ -105,3 +107,26 @@ class ClassifierHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, *spatial) -> (B, classes)
+
+
+class ConvClassifier(Family, dropout=0.0, norm="batch", activation="relu", head="gap"):
+    """A conv family: ``features`` (built by the family's ``__init__``), then a :class:`ClassifierHead`.
+
+    Every conv family takes ``dropout``, ``norm``, ``activation`` and ``head``, with these defaults
+    unless its class line sets others (``class LeNet(ConvClassifier, ..., activation="tanh")``).
+    """
+
+    features: nn.Module
+    head: nn.Module
+
+    def classifier(
+        self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (), dropout: float | None = None
+    ) -> ClassifierHead:
+        """The head on ``features``' output: ``head`` kind, ``activation``, and ``dropout`` unless given."""
+        k = self.knobs
+        feat = output_shape(self.features, input_shape)
+        drop = k.dropout if dropout is None else dropout
+        return ClassifierHead(k.head, feat, num_classes, dropout=drop, hidden=hidden, activation=k.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)

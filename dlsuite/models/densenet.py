@@ -7,15 +7,15 @@ a 1x1 conv and halve resolution with a 2x2 pool.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import ClassifierHead, can_pool, output_shape, spatial_dims
-from dlsuite.models.knobs import Activation, Depth, Dropout, Head, Knob, Norm, Pool, Stages
+from dlsuite.models.common import ConvClassifier, can_pool, output_shape, spatial_dims
+from dlsuite.models.knobs import Knob
 
 
 class DenseLayer(nn.Module):
@@ -39,10 +39,11 @@ class DenseLayer(nn.Module):
 
 
 @register_model("densenet")
-class DenseNet(nn.Module):
+class DenseNet(ConvClassifier, stages=3, depth=4, pool="avg"):
     """Stem conv -> (dense block -> transition) x ``stages`` (no transition after the last) -> head.
 
-    DenseNet-BC: ``stages`` dense blocks of ``depth`` layers, each adding ``growth_rate`` channels.
+    DenseNet-BC: ``stages`` dense blocks of ``depth`` layers, each adding ``growth_rate`` channels;
+    ``dropout`` is inside the dense layers (the head has none).
     """
 
     def __init__(
@@ -51,33 +52,25 @@ class DenseNet(nn.Module):
         num_classes: int,
         *,
         growth_rate: Annotated[int, Knob("channels each dense layer adds", ge=1)] = 12,
-        stages: Stages = 3,
-        depth: Depth = 4,
         compression: Annotated[float, Knob("channel fraction a transition keeps", gt=0, le=1)] = 0.5,
-        dropout: Dropout = 0.0,
-        norm: Norm = "batch",
-        activation: Activation = "relu",
-        pool: Pool = "avg",
-        head: Head = "gap",
+        **knobs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
         conv = layers.conv(dims)
         ch = 2 * growth_rate
         mods: list[nn.Module] = [conv(input_shape[0], ch, 3, padding=1, bias=False)]
-        for b in range(stages):
-            for _ in range(depth):
-                mods.append(DenseLayer(dims, ch, growth_rate, norm, activation, dropout))
+        for b in range(k.stages):
+            for _ in range(k.depth):
+                mods.append(DenseLayer(dims, ch, growth_rate, k.norm, k.activation, k.dropout))
                 ch += growth_rate
-            if b < stages - 1:
+            if b < k.stages - 1:
                 out = max(1, int(ch * compression))
-                mods += [layers.norm(norm, dims, ch), layers.activation(activation), conv(ch, out, 1, bias=False)]
+                mods += [layers.norm(k.norm, dims, ch), layers.activation(k.activation), conv(ch, out, 1, bias=False)]
                 ch = out
                 if can_pool(output_shape(nn.Sequential(*mods), input_shape)):
-                    mods.append(layers.pool(pool, dims))
-        mods += [layers.norm(norm, dims, ch), layers.activation(activation)]
+                    mods.append(layers.pool(k.pool, dims))
+        mods += [layers.norm(k.norm, dims, ch), layers.activation(k.activation)]
         self.features = nn.Sequential(*mods)
-        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
+        self.head = self.classifier(input_shape, num_classes, dropout=0.0)

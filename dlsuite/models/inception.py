@@ -6,13 +6,14 @@ expensive kernel, which is why the module is cheap for its width. Branch outputs
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import ClassifierHead, can_pool, conv_norm_act, output_shape, spatial_dims
-from dlsuite.models.knobs import Activation, Depth, Dropout, Head, Norm, Pool, Width
+from dlsuite.models.common import ConvClassifier, can_pool, conv_norm_act, output_shape, spatial_dims
 
 
 class InceptionModule(nn.Module):
@@ -42,35 +43,24 @@ class InceptionModule(nn.Module):
 
 
 @register_model("inception")
-class Inception(nn.Module):
-    """Stem conv -> ``depth`` inception modules (a 2x2 max-pool after every second) -> head."""
+class Inception(ConvClassifier, width=16, depth=4, pool="max"):
+    """Stem conv -> ``depth`` inception modules (a 2x2 max-pool after every second) -> head.
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        width: Width = 16,
-        depth: Depth = 4,
-        dropout: Dropout = 0.0,
-        norm: Norm = "batch",
-        activation: Activation = "relu",
-        pool: Pool = "max",  # the kind of the modules' pool branch
-        head: Head = "gap",
-    ) -> None:
-        super().__init__()
+    ``pool`` is the kind of the modules' pool branch.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
-        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], width, 3, norm=norm, activation=activation)]
-        in_ch = width
-        for i in range(depth):
-            block_width = width * (1 + i // 2)  # widen as resolution drops, as GoogLeNet does
-            module = InceptionModule(dims, in_ch, block_width, norm, activation, pool)
+        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], k.width, 3, norm=k.norm, activation=k.activation)]
+        in_ch = k.width
+        for i in range(k.depth):
+            block_width = k.width * (1 + i // 2)  # widen as resolution drops, as GoogLeNet does
+            module = InceptionModule(dims, in_ch, block_width, k.norm, k.activation, k.pool)
             mods.append(module)
             in_ch = module.out_channels
-            if i % 2 == 1 and i < depth - 1 and can_pool(output_shape(nn.Sequential(*mods), input_shape)):
+            if i % 2 == 1 and i < k.depth - 1 and can_pool(output_shape(nn.Sequential(*mods), input_shape)):
                 mods.append(layers.pool("max", dims))
         self.features = nn.Sequential(*mods)
-        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
+        self.head = self.classifier(input_shape, num_classes)

@@ -112,6 +112,27 @@ Shortcut = Annotated[bool, SHORTCUT]
 Block = Annotated[str, BLOCK]
 Bidirectional = Annotated[bool, BIDIRECTIONAL]
 
+#: Each knob of the vocabulary by its name. A family that takes one with the shared range names it, with
+#: its default, on its class line (``class VGG(ConvClassifier, width=16, ...)``); the type and range are
+#: looked up here, so a name cannot mean two things in two families. A model's knobs are listed in this
+#: order, then its own.
+VOCABULARY: dict[str, Any] = {
+    "width": Width,
+    "stages": Stages,
+    "depth": Depth,
+    "block": Block,
+    "shortcut": Shortcut,
+    "bidirectional": Bidirectional,
+    "kernel_size": KernelSize,
+    "first_kernel_size": FirstKernelSize,
+    "hidden": Hidden,
+    "dropout": Dropout,
+    "norm": Norm,
+    "activation": Activation,
+    "pool": Pool,
+    "head": Head,
+}
+
 #: (family, old knob name) -> its name now. ``hidden`` is still the head's fully connected width for
 #: alexnet / lenet / vgg; the recurrent families' state size is now ``width``, as every other family
 #: calls its main size. Presets inherit their family's renames.

@@ -7,44 +7,37 @@ Presets: ``linear`` (no hidden layer: logistic regression, the MNIST-1D paper's 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
-from dlsuite.models.api import register_model, register_preset
-from dlsuite.models.knobs import DEPTH, Activation, Dropout, Norm, Shortcut, Width
+from dlsuite.models.api import Family, register_model, register_preset
+from dlsuite.models.knobs import DEPTH
+
+MlpDepth = Annotated[int, DEPTH.where(ge=0)]  # 0: no hidden layer (logistic regression)
 
 
 @register_model("mlp")
-class MLP(nn.Module):
+class MLP(Family, width=100, shortcut=False, dropout=0.0, norm="none", activation="relu"):
     """Fully connected network; optional shortcut connections (same width, so shapes match)."""
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        width: Width = 100,
-        depth: Annotated[int, DEPTH.where(ge=0)] = 2,
-        dropout: Dropout = 0.0,
-        norm: Norm = "none",
-        activation: Activation = "relu",
-        shortcut: Shortcut = False,
-    ) -> None:
-        super().__init__()
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, depth: MlpDepth = 2, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        k = self.knobs
+        width = k.width
         in_features = math.prod(input_shape)
-        self.shortcut = shortcut
+        self.shortcut = k.shortcut
         self.stem = nn.Flatten()
         blocks = []
         for i in range(depth):
             blocks.append(
                 nn.Sequential(
                     nn.Linear(in_features if i == 0 else width, width),
-                    layers.norm(norm, 0, width),
-                    layers.activation(activation),
-                    nn.Dropout(dropout),
+                    layers.norm(k.norm, 0, width),
+                    layers.activation(k.activation),
+                    nn.Dropout(k.dropout),
                 )
             )
         self.blocks = nn.ModuleList(blocks)

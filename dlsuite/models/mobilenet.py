@@ -7,12 +7,13 @@ k*k times less. The logged FLOPs per example show the saving against ``cnn``/``v
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from dlsuite.models.api import register_model
-from dlsuite.models.common import ClassifierHead, conv_norm_act, output_shape, spatial_dims
-from dlsuite.models.knobs import Activation, Depth, Dropout, Head, KernelSize, Norm, Stages, Width
+from dlsuite.models.common import ConvClassifier, conv_norm_act, spatial_dims
 
 
 class DepthwiseSeparable(nn.Module):
@@ -32,38 +33,23 @@ class DepthwiseSeparable(nn.Module):
 
 
 @register_model("mobilenet")
-class MobileNet(nn.Module):
+class MobileNet(ConvClassifier, width=16, stages=3, depth=2, kernel_size=3):
     """Stem conv -> ``stages`` x ``depth`` separable blocks (stride 2 and double width per stage) -> head.
 
     MobileNet-v1 style; ``width`` is the stem's channels (the width multiplier).
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        width: Width = 16,
-        stages: Stages = 3,
-        depth: Depth = 2,
-        kernel_size: KernelSize = 3,
-        dropout: Dropout = 0.0,
-        norm: Norm = "batch",
-        activation: Activation = "relu",
-        head: Head = "gap",
-    ) -> None:
-        super().__init__()
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
-        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], width, 3, norm=norm, activation=activation)]
-        in_ch = width
-        for s in range(stages):
-            for b in range(depth):
-                out_ch = width * 2 ** (s + 1)
+        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], k.width, 3, norm=k.norm, activation=k.activation)]
+        in_ch = k.width
+        for s in range(k.stages):
+            for b in range(k.depth):
+                out_ch = k.width * 2 ** (s + 1)
                 stride = 2 if s > 0 and b == 0 else 1
-                mods.append(DepthwiseSeparable(dims, in_ch, out_ch, kernel_size, stride, norm, activation))
+                mods.append(DepthwiseSeparable(dims, in_ch, out_ch, k.kernel_size, stride, k.norm, k.activation))
                 in_ch = out_ch
         self.features = nn.Sequential(*mods)
-        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S') -> (B, classes)
+        self.head = self.classifier(input_shape, num_classes)

@@ -17,50 +17,46 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from dlsuite.models.api import register_model, register_preset
+from dlsuite.models.api import Family, register_model, register_preset
 from dlsuite.models.common import spatial_dims
-from dlsuite.models.knobs import ACTIVATION, HEAD, Bidirectional, Depth, Dropout, Knob, Width
+from dlsuite.models.knobs import ACTIVATION, HEAD, Knob
 
 RecurrentHead = Annotated[str, HEAD.where(choices=("last", "gap", "flatten"))]
+RnnActivation = Annotated[str, ACTIVATION.where(choices=("tanh", "relu"))]
+ForgetBias = Annotated[float, Knob("initial forget-gate bias of the LSTM")]
 
 _CELLS: dict[str, Any] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-class RecurrentClassifier(nn.Module):
+class RecurrentClassifier(Family, width=64, depth=1, bidirectional=False, dropout=0.0):
     """``cell`` over the sequence -> dropout -> linear head on last state / mean / all outputs."""
 
     cell = "gru"
     forget_bias = 0.0
+    nonlinearity: str | None = None  # the Elman cell's, set by ``RNN``
 
     def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        width: Width = 64,
-        depth: Depth = 1,
-        bidirectional: Bidirectional = False,
-        dropout: Dropout = 0.0,
-        head: RecurrentHead = "last",
-        **cell_options: Any,  # the subclasses' cell arguments (not knobs: a subclass declares its own)
+        self, input_shape: tuple[int, ...], num_classes: int, *, head: RecurrentHead = "last", **knobs: Any
     ) -> None:
-        super().__init__()
+        super().__init__(**knobs)
+        k = self.knobs
+        cell_options = {"nonlinearity": self.nonlinearity} if self.nonlinearity else {}
         dims = spatial_dims(input_shape)
         steps = input_shape[1]
         features = input_shape[0] if dims == 1 else input_shape[0] * input_shape[2]
         self.rnn = _CELLS[self.cell](
             features,
-            width,
-            num_layers=depth,
+            k.width,
+            num_layers=k.depth,
             batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if depth > 1 else 0.0,
+            bidirectional=k.bidirectional,
+            dropout=k.dropout if k.depth > 1 else 0.0,
             **cell_options,
         )
         self.head_kind = head
-        self.directions = 2 if bidirectional else 1
-        out = width * self.directions * (steps if head == "flatten" else 1)
-        self.dropout = nn.Dropout(dropout)
+        self.directions = 2 if k.bidirectional else 1
+        out = k.width * self.directions * (steps if head == "flatten" else 1)
+        self.dropout = nn.Dropout(k.dropout)
         self.head = nn.Linear(out, num_classes)
         self.after_init()
 
@@ -106,14 +102,10 @@ class RNN(RecurrentClassifier):
     cell = "rnn"
 
     def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        activation: Annotated[str, ACTIVATION.where(choices=("tanh", "relu"))] = "tanh",
-        **knobs: Any,
+        self, input_shape: tuple[int, ...], num_classes: int, *, activation: RnnActivation = "tanh", **knobs: Any
     ) -> None:
-        super().__init__(input_shape, num_classes, nonlinearity=activation, **knobs)
+        self.nonlinearity = activation  # a plain str, read during the base __init__
+        super().__init__(input_shape, num_classes, **knobs)
 
 
 @register_model("lstm")
@@ -123,12 +115,7 @@ class LSTM(RecurrentClassifier):
     cell = "lstm"
 
     def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        forget_bias: Annotated[float, Knob("initial forget-gate bias of the LSTM")] = 1.0,
-        **knobs: Any,
+        self, input_shape: tuple[int, ...], num_classes: int, *, forget_bias: ForgetBias = 1.0, **knobs: Any
     ) -> None:
         self.forget_bias = forget_bias  # a plain float, read by after_init during the base __init__
         super().__init__(input_shape, num_classes, **knobs)

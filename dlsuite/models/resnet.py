@@ -9,44 +9,38 @@ Blocks accept an optional channel-attention module: ``ResNet.channel_attention``
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 from torch import nn
 
 from dlsuite.models import layers
 from dlsuite.models.api import register_model
-from dlsuite.models.common import ClassifierHead, conv_norm_act, output_shape, spatial_dims
-from dlsuite.models.knobs import Activation, Block, Depth, Dropout, Head, Norm, Shortcut, Stages, Width
+from dlsuite.models.common import ConvClassifier, conv_norm_act, spatial_dims
 
 Attention = Callable[[int], nn.Module | None]
 
 
 class BasicBlock(nn.Module):
-    """3x3 conv -> norm -> act -> 3x3 conv -> norm [-> attention] (+ shortcut) -> act."""
+    """3x3 conv -> norm -> act -> 3x3 conv -> norm [-> attention] (+ shortcut) -> act.
+
+    ``k`` holds the family's knobs (``norm``, ``activation``, ``shortcut``).
+    """
 
     expansion = 1
 
-    def __init__(
-        self,
-        dims: int,
-        in_ch: int,
-        ch: int,
-        stride: int,
-        norm: str,
-        activation: str,
-        shortcut: bool,
-        attention: Attention,
-    ) -> None:
+    def __init__(self, k: SimpleNamespace, dims: int, in_ch: int, ch: int, stride: int, attention: Attention) -> None:
         super().__init__()
         out_ch = ch * self.expansion
         self.body = nn.Sequential(
-            conv_norm_act(dims, in_ch, ch, 3, stride=stride, norm=norm, activation=activation),
-            conv_norm_act(dims, ch, out_ch, 3, norm=norm, activation=None),
+            conv_norm_act(dims, in_ch, ch, 3, stride=stride, norm=k.norm, activation=k.activation),
+            conv_norm_act(dims, ch, out_ch, 3, norm=k.norm, activation=None),
         )
         gate = attention(out_ch)
         self.attention = gate if gate is not None else nn.Identity()
-        self.shortcut = _shortcut(dims, in_ch, out_ch, stride, norm) if shortcut else None
-        self.act = layers.activation(activation)
+        self.shortcut = _shortcut(dims, in_ch, out_ch, stride, k.norm) if k.shortcut else None
+        self.act = layers.activation(k.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.attention(self.body(x))  # (B, C', *S/stride)
@@ -60,21 +54,14 @@ class Bottleneck(BasicBlock):
 
     expansion = 4
 
-    def __init__(
-        self,
-        dims: int,
-        in_ch: int,
-        ch: int,
-        stride: int,
-        norm: str,
-        activation: str,
-        shortcut: bool,
-        attention: Attention,
-    ) -> None:
-        super().__init__(dims, in_ch, ch, stride, norm, activation, shortcut, attention)
+    def __init__(self, k: SimpleNamespace, dims: int, in_ch: int, ch: int, stride: int, attention: Attention) -> None:
+        # The basic body built first is replaced; building it keeps the order in which seeded parameters are
+        # drawn, so a seeded model keeps its numbers (tests/golden/models.json).
+        super().__init__(k, dims, in_ch, ch, stride, attention)
+        norm, act = k.norm, k.activation
         self.body = nn.Sequential(
-            conv_norm_act(dims, in_ch, ch, 1, norm=norm, activation=activation),
-            conv_norm_act(dims, ch, ch, 3, stride=stride, norm=norm, activation=activation),
+            conv_norm_act(dims, in_ch, ch, 1, norm=norm, activation=act),
+            conv_norm_act(dims, ch, ch, 3, stride=stride, norm=norm, activation=act),
             conv_norm_act(dims, ch, ch * self.expansion, 1, norm=norm, activation=None),
         )
 
@@ -87,44 +74,26 @@ def _shortcut(dims: int, in_ch: int, out_ch: int, stride: int, norm: str) -> nn.
 
 
 @register_model("resnet")
-class ResNet(nn.Module):
+class ResNet(ConvClassifier, width=16, stages=3, depth=2, block="basic", shortcut=True):
     """Stem 3x3 conv -> ``stages`` stages of ``depth`` blocks (width doubles, stride 2 per stage) -> head.
 
     The defaults (3 stages x 2 basic blocks) are the CIFAR ResNet-14 shape.
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        *,
-        width: Width = 16,
-        stages: Stages = 3,
-        depth: Depth = 2,
-        block: Block = "basic",
-        shortcut: Shortcut = True,
-        dropout: Dropout = 0.0,
-        norm: Norm = "batch",
-        activation: Activation = "relu",
-        head: Head = "gap",
-    ) -> None:
-        super().__init__()
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        k = self.knobs
         dims = spatial_dims(input_shape)
-        block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
-        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], width, 3, norm=norm, activation=activation)]
-        in_ch = width
-        for s in range(stages):
-            for b in range(depth):
+        block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[k.block]
+        mods: list[nn.Module] = [conv_norm_act(dims, input_shape[0], k.width, 3, norm=k.norm, activation=k.activation)]
+        in_ch = k.width
+        for s in range(k.stages):
+            for b in range(k.depth):
                 stride = 2 if s > 0 and b == 0 else 1
-                mods.append(
-                    block_cls(dims, in_ch, width * 2**s, stride, norm, activation, shortcut, self.channel_attention)
-                )
-                in_ch = width * 2**s * block_cls.expansion
+                mods.append(block_cls(k, dims, in_ch, k.width * 2**s, stride, self.channel_attention))
+                in_ch = k.width * 2**s * block_cls.expansion
         self.features = nn.Sequential(*mods)
-        self.head = ClassifierHead(head, output_shape(self.features, input_shape), num_classes, dropout=dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, C, *S) -> (B, C', *S/2^(stages-1)) -> (B, classes)
+        self.head = self.classifier(input_shape, num_classes)
 
     def channel_attention(self, channels: int) -> nn.Module | None:
         """The attention module inside each block of ``channels`` outputs: none in a plain ResNet."""

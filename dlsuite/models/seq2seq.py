@@ -12,13 +12,13 @@ Given the target (training), the decoder is teacher-forced; without it, it decod
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from dlsuite.models.api import register_model
-from dlsuite.models.knobs import Bidirectional, Dropout, Knob, Width
+from dlsuite.models.api import Family, register_model
+from dlsuite.models.knobs import Knob
 
 
 class Attention(nn.Module):
@@ -43,7 +43,7 @@ class Attention(nn.Module):
 
 
 @register_model("attention_seq2seq", inputs=("tokens",))
-class AttentionSeq2Seq(nn.Module):
+class AttentionSeq2Seq(Family, width=64, bidirectional=True, dropout=0.0):
     """Embedding + GRU encoder -> GRU-cell decoder with attention -> per-step token logits.
 
     Takes ``(L,)`` token inputs over a vocabulary of ``num_classes``; ``out_len`` 0 = input length.
@@ -55,14 +55,12 @@ class AttentionSeq2Seq(nn.Module):
         num_classes: int,
         *,
         embed: Annotated[int, Knob("token embedding size", ge=1)] = 32,
-        width: Width = 64,
-        bidirectional: Bidirectional = True,
         attention: Annotated[str, Knob("attention score", choices=("additive", "dot", "none"))] = "additive",
-        dropout: Dropout = 0.0,
         out_len: Annotated[int, Knob("tokens to decode without a target (0: the input's length)", ge=0)] = 0,
+        **knobs: Any,
     ) -> None:
-        super().__init__()
-        vocab, hidden = num_classes, width
+        super().__init__(**knobs)
+        vocab, hidden, bidirectional = num_classes, self.knobs.width, self.knobs.bidirectional
         self.vocab = vocab
         self.out_len = out_len
         self.src_embed = nn.Embedding(vocab, embed)
@@ -74,7 +72,7 @@ class AttentionSeq2Seq(nn.Module):
         self.keys = nn.Linear(dirs * hidden, hidden) if attention != "none" else None
         self.attention = Attention(attention, hidden) if attention != "none" else None
         self.decoder = nn.GRUCell(embed + hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(self.knobs.dropout)
         self.out = nn.Linear(2 * hidden, vocab)
         self.last_attention: torch.Tensor | None = None  # (B, T, L) of the last forward, for plots
 
