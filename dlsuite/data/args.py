@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 
 PosInt = Field(ge=1)
 
@@ -87,13 +87,7 @@ def defaults(name: str) -> dict[str, Any]:
 def check_args(name: str, args: dict[str, Any]) -> None:
     """Refuse ``data.args`` the dataset does not take, or values of the wrong type or range."""
     model = DATASET_ARGS[name]
-    valid = list(model.model_fields)
-    for key in args:
-        if key not in valid:
-            raise ConfigError(
-                f"dataset {name!r} does not take data.args.{key}{did_you_mean(key, valid)}; "
-                f"it takes: {', '.join(valid) or '(none)'}"
-            )
+    refuse_unknown(args, list(model.model_fields), f"dataset {name!r}", "data.args.{}")
     try:
         # ints are fine where floats are declared (YAML writes 1 for 1.0)
         model.model_validate({k: float(v) if _wants_float(model, k, v) else v for k, v in args.items()})

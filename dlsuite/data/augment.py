@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 from dlsuite.registry import Registry
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -220,13 +220,7 @@ def augmentation_params(name: str) -> dict[str, Any]:
 
 def check_augmentation(name: str, params: dict[str, Any]) -> None:
     """Refuse an unknown augmentation or a parameter it does not take."""
-    valid = augmentation_params(name)
-    for key in params:
-        if key not in valid:
-            raise ConfigError(
-                f"augmentation {name!r} does not take {key!r}{did_you_mean(key, valid)}; "
-                f"it takes: {', '.join(valid) or '(none)'}"
-            )
+    refuse_unknown(params, augmentation_params(name), f"augmentation {name!r}")
 
 
 class Augmenter:

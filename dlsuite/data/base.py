@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlsuite.config import DataConfig
 from dlsuite.data.resample import resample
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 
 
 @dataclass
@@ -273,9 +273,4 @@ class InMemoryDataModule(L.LightningDataModule):
 
 def check_args(name: str, cls: type[InMemoryDataModule], args: dict[str, Any]) -> None:
     """Refuse ``data.args`` keys the dataset does not take, naming those it does."""
-    for key in args:
-        if key not in cls.ARGS:
-            raise ConfigError(
-                f"dataset {name!r} does not take data.args.{key}{did_you_mean(key, cls.ARGS)}; "
-                f"it takes: {', '.join(cls.ARGS) or '(none)'}"
-            )
+    refuse_unknown(args, cls.ARGS, f"dataset {name!r}", "data.args.{}")

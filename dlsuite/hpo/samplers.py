@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 from dlsuite.registry import Registry
 
 if TYPE_CHECKING:
@@ -81,13 +81,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 
 
 def _options(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    valid = OPTIONS[name]
-    for key in options:
-        if key not in valid:
-            raise ConfigError(
-                f"{kind} {name!r} has no option {key!r}{did_you_mean(key, valid)}; "
-                f"its options: {', '.join(valid) or '(none)'}"
-            )
+    refuse_unknown(options, OPTIONS[name], f"{kind} {name!r}", option=True)
     return dict(options)
 
 

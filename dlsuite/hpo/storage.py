@@ -18,7 +18,6 @@ the server when their holder dies, so a ``kill -9`` never leaves a study locked.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlsuite.errors import DlsuiteError
+from dlsuite.tracking.store import flock
 
 if TYPE_CHECKING:  # optuna is imported when a storage is opened: checking a study file stays light
     import optuna
@@ -243,10 +243,5 @@ def budget_lock(url: str, study: str = "") -> Iterator[None]:
         with _advisory_lock(url, f"dlsuite:budget:{study}"):
             yield
         return
-    fd = os.open(url + ".dlsuite.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flock(url + ".dlsuite.lock"):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

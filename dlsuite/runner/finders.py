@@ -64,19 +64,26 @@ def _trainer(cfg: RunConfig, root: str) -> L.Trainer:
     )
 
 
-def _record(cfg: RunConfig, kind: str, params: dict[str, Any], plot: Path | None) -> str | None:
+def _record(cfg: RunConfig, kind: str, params: dict[str, Any], fig: Any, folder: str) -> str | None:
+    """Log a finder's run (``params``, ``fig`` as ``plots/<kind>_finder.png``) when tracking; close ``fig``."""
+    import matplotlib.pyplot as plt
+
     from dlsuite.runner.run import is_rank_zero, run_tags
 
-    if not (cfg.tracking.enabled and is_rank_zero()):
-        return None
-    name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
-    tags = {**run_tags(cfg), record.FINDER: kind}
-    tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, tags, None, number=True)
-    with tracked:
-        tracked.log_config(cfg, params)
-        if plot is not None:
+    try:
+        if not (cfg.tracking.enabled and is_rank_zero()):
+            return None
+        plot = Path(folder) / f"{kind}_finder.png"
+        fig.savefig(plot, dpi=100)
+        name = f"tune-{kind}-{cfg.model.name}-{cfg.data.name}"
+        tags = {**run_tags(cfg), record.FINDER: kind}
+        tracked = TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, name, tags, None, number=True)
+        with tracked:
+            tracked.log_config(cfg, params)
             tracked.client.log_artifact(tracked.run_id, str(plot), "plots")
-    return tracked.run_id
+        return tracked.run_id
+    finally:
+        plt.close(fig)
 
 
 LR_FINDER_BETA = 0.98
@@ -128,7 +135,6 @@ def tune_lr(cfg: RunConfig, *, min_lr: float = 1e-6, max_lr: float = 1.0, num_tr
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     if not 0 < min_lr < max_lr:
         raise DlsuiteError(f"need 0 < min_lr < max_lr, got {min_lr} and {max_lr}")
@@ -146,16 +152,13 @@ def tune_lr(cfg: RunConfig, *, min_lr: float = 1e-6, max_lr: float = 1.0, num_tr
         raw = raw_losses(smoothed)
         curve = {"lr": lrs, "loss": smoothed, "raw_loss": raw}
         fig = _lr_plot(lrs, raw, smoothed, suggestion)
-        plot = Path(tmp) / "lr_finder.png"
-        fig.savefig(plot, dpi=100)
-        plt.close(fig)
         params = {
             "tune.lr_suggestion": suggestion,
             "tune.min_lr": min_lr,
             "tune.max_lr": max_lr,
             "tune.num_training": num_training,
         }
-        run_id = _record(cfg, "lr", params, plot)
+        run_id = _record(cfg, "lr", params, fig, tmp)
     return TuneResult(suggestion, curve, run_id)
 
 
@@ -248,9 +251,6 @@ def tune_batch_size(
         ax.set_ylabel("training samples / s")
         ax.set_title(f"batch-size finder ({mode}) on {trainer.strategy.root_device}")
         fig.tight_layout()
-        plot = Path(tmp) / "batch_size_finder.png"
-        fig.savefig(plot, dpi=100)
-        plt.close(fig)
         params = {
             "tune.batch_size_suggestion": suggestion,
             "tune.mode": mode,
@@ -259,5 +259,5 @@ def tune_batch_size(
             "tune.tried": [int(b) for b in sizes],
             "tune.samples_per_s": [round(r, 1) for r in rate if math.isfinite(r)],
         }
-        run_id = _record(cfg, "batch_size", params, plot)
+        run_id = _record(cfg, "batch_size", params, fig, tmp)
     return TuneResult(suggestion, curve, run_id)

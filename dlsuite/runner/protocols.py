@@ -153,11 +153,7 @@ def _run_children(
 
 
 def cross_validate(
-    cfg: RunConfig,
-    *,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    callbacks: list[Any] | None = None,
+    cfg: RunConfig, parent_run_id: str | None, tags: dict[str, str] | None, callbacks: list[Any] | None
 ) -> Any:
     """Train every fold of ``cfg.data.folds`` as a child run; the parent records mean and std per metric."""
     assert cfg.data.folds is not None
@@ -184,13 +180,7 @@ def cross_validate(
     return _run_children(cfg, "kfold", members, fold_metrics, parent_run_id, tags, callbacks)
 
 
-def bagging(
-    cfg: RunConfig,
-    *,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    callbacks: list[Any] | None = None,
-) -> Any:
+def bagging(cfg: RunConfig, parent_run_id: str | None, tags: dict[str, str] | None, callbacks: list[Any] | None) -> Any:
     """Train ``members`` models on bootstrap samples (each its own seed), then test their averaged softmax."""
     from dlsuite.data import create_datamodule
     from dlsuite.techniques.ensembles import ensemble_metrics, predict_probs
@@ -250,4 +240,4 @@ def run_protocol(
     """Run the protocol ``cfg`` asks for (see :func:`protocol_of`)."""
     kind = protocol_of(cfg)
     fn = cross_validate if kind == "kfold" else bagging
-    return fn(cfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)
+    return fn(cfg, parent_run_id, tags, callbacks)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlsuite.config import RunConfig
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 from dlsuite.registry import Registry
 
 LossFactory = Callable[..., nn.Module]
@@ -194,13 +194,7 @@ def check_loss(name: str, args: dict[str, Any], targets: str, label_smoothing: f
     """Refuse a loss that does not fit the task's ``targets`` kind, options it does not take, or label
     smoothing it would ignore. ``targets`` ``none``: the task computes its own loss (nothing to check)."""
     LOSSES.get(name, what="loss")
-    valid = loss_options(name)
-    for key in args:
-        if key not in valid:
-            raise ConfigError(
-                f"loss {name!r} has no option task.loss_args.{key}{did_you_mean(key, valid)}; "
-                f"its options: {', '.join(valid) or '(none)'}"
-            )
+    refuse_unknown(args, loss_options(name), f"loss {name!r}", "task.loss_args.{}", option=True)
     if targets == "none":
         return
     if targets not in _FITS[name]:

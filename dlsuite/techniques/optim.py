@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim import lr_scheduler as sched
 
 from dlsuite.config import OptimConfig, RunConfig, ScheduleConfig
-from dlsuite.errors import ConfigError, did_you_mean
+from dlsuite.errors import ConfigError, refuse_unknown
 from dlsuite.models.hooks import HasParamGroups
 from dlsuite.registry import Registry
 
@@ -55,13 +55,8 @@ def optimizer_kwargs(cfg: OptimConfig) -> dict[str, Any]:
     if not {"fused", "foreach"} & cfg.args.keys():  # flags given in optim.args win
         kw.update(implementation_kwargs(cls, cfg.implementation))
     valid = [p for p in inspect.signature(cls).parameters if p not in ("params", "self")]
-    for key, value in cfg.args.items():
-        if key not in valid:
-            raise ConfigError(
-                f"optimizer {cfg.name!r} has no option optim.args.{key}{did_you_mean(key, valid)}; "
-                f"its options: {', '.join(valid)}"
-            )
-        kw[key] = value
+    refuse_unknown(cfg.args, valid, f"optimizer {cfg.name!r}", "optim.args.{}", option=True)
+    kw.update(cfg.args)
     return kw
 
 

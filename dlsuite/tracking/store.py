@@ -77,11 +77,19 @@ def store_lock(db: Path) -> Iterator[None]:
     opens the store through :func:`client` and so through this one lock.
     """
     db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(f"{db}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    except PermissionError:  # a read-only folder: nothing can be created there, so nothing to serialise
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(PermissionError):  # a read-only folder: nothing can be created, nothing to serialise
+            held.enter_context(flock(f"{db}.lock"))
         yield
-        return
+
+
+@contextlib.contextmanager
+def flock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing) while the block runs.
+
+    The kernel releases it when its holder dies, so a killed process never leaves it held.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
