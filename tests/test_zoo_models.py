@@ -13,7 +13,7 @@ import torch
 
 from dlsuite.errors import ConfigError
 from dlsuite.models import INITS, MODELS, apply_init, create_model, list_models, model_inputs, register_model
-from dlsuite.models.api import Preset, knob_specs, model_knobs
+from dlsuite.models.api import Family, Preset, knob_specs, model_knobs
 from dlsuite.models.layers import ACTIVATIONS
 
 NUM_CLASSES = 7  # odd, and unlike any default, so a hard-coded 10 somewhere shows
@@ -140,6 +140,25 @@ def test_list_models_pattern() -> None:
 def test_duplicate_name_is_refused() -> None:
     with pytest.raises(ValueError, match="registered already"):
         register_model("resnet")(lambda input_shape, num_classes: torch.nn.Identity())
+
+
+def test_a_family_names_vocabulary_knobs_on_its_class_line_and_takes_no_other() -> None:
+    # A class-line knob gets the vocabulary's type and range by its name; a name outside it is refused
+    # when the class is defined, an unknown knob when the model is built directly.
+    with pytest.raises(TypeError, match=r"\['widht'\] are not in the knob vocabulary"):
+
+        class Misspelt(Family, widht=8):
+            pass
+
+    class Sub(Family, width=8, norm="none"):
+        pass
+
+    class SubSub(Sub, norm="batch"):
+        pass
+
+    assert SubSub.knob_defaults == {"width": 8, "norm": "batch"} and Sub.knob_defaults["norm"] == "none"
+    with pytest.raises(TypeError, match=r"unexpected knobs \['channels'\]"):
+        MODELS.get("resnet")((1, 16), 3, channels=4)
 
 
 def test_unknown_knob_names_the_knobs_taken() -> None:
