@@ -150,6 +150,12 @@ def test_a_family_names_vocabulary_knobs_on_its_class_line_and_takes_no_other() 
         class Misspelt(Family, widht=8):
             pass
 
+    with pytest.raises(TypeError, match=r"\['width'\] are both class-line knobs and __init__ arguments"):
+
+        class Twice(Family, width=8):
+            def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, width: int = 4) -> None:
+                super().__init__()
+
     class Sub(Family, width=8, norm="none"):
         pass
 

@@ -116,6 +116,11 @@ class Family(nn.Module):
         if unknown:
             raise TypeError(f"{cls.__name__}: {unknown} are not in the knob vocabulary; declare them in __init__")
         cls.knob_defaults = {**cls.knob_defaults, **defaults}
+        # A knob is stated once: one the __init__ declares (a narrowed range) must not be on a class line too.
+        init = vars(cls).get("__init__")
+        twice = sorted(set(inspect.signature(init).parameters) & set(cls.knob_defaults)) if init else []
+        if twice:
+            raise TypeError(f"{cls.__name__}: {twice} are both class-line knobs and __init__ arguments")
 
     def __init__(self, **knobs: Any) -> None:
         super().__init__()
