@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dlsuite.errors import ConfigError, DlsuiteError
+from dlsuite.hpo.ddp import trial_processes
 from dlsuite.hpo.runner import (
     REASON_ATTR,
     RUN_ID_ATTR,
@@ -446,11 +447,13 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
     return str(run_id)
 
 
-def assign_gpus(workers: int, gpus: list[str] | None) -> list[str | None]:
-    """The GPU each worker is pinned to (round-robin; several workers may share one), or None each."""
+def assign_gpus(workers: int, gpus: list[str] | None, per: int = 1) -> list[str | None]:
+    """The GPUs each worker is pinned to: ``per`` of them (a DDP trial's devices), round-robin, several
+    workers may share one; None each without GPUs."""
     if not gpus:
         return [None] * workers
-    return [gpus[i % len(gpus)] for i in range(workers)]
+    per = min(per, len(gpus))
+    return [",".join(gpus[(i * per + j) % len(gpus)] for j in range(per)) for i in range(workers)]
 
 
 def default_gpus() -> list[str] | None:
@@ -558,7 +561,8 @@ def run_study(
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
     # "every visible GPU" is only looked up for worker processes.
-    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None))
+    per = trial_processes(base) if base.trainer.accelerator != "cpu" else 1
+    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None), per)
     status = "FINISHED"
     codes: list[int] = []
     try:
