@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -19,7 +18,7 @@ from dlsuite.hpo.storage import open_storage
 from dlsuite.hpo.study import open_study
 from dlsuite.tracking import record
 from tests.conftest import TINY, cli_env, run_cli
-from tests.test_multihost import pg_url  # noqa: F401  the fixture: a fresh PostgreSQL database
+from tests.test_multihost import pg_url, study_cli  # noqa: F401  pg_url: the fixture, a fresh PostgreSQL database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +68,7 @@ def test_a_ddp_study_on_postgres_prunes_once_on_every_rank_and_records_one_run_p
 ) -> None:
     """Two trials trained by two CPU processes each (gloo): one completes; the other learns nothing
     (lr 1e-7), its rank 0 asks the pruner and both ranks stop after the same epoch, with no hang."""
-    overrides = [*TINY, "data.args.val_samples=200", f"trainer.max_epochs={EPOCHS}", "tracking.plots=false"]
+    overrides = [*TINY, "data.args.val_samples=200", "tracking.plots=false"]
     overrides += ["tracking.log_checkpoint=false", "trainer.accelerator=cpu", "trainer.devices=2"]
     overrides += ["trainer.strategy=ddp"]
     path = tmp_path / "ddp.yaml"
@@ -77,16 +76,7 @@ def test_a_ddp_study_on_postgres_prunes_once_on_every_rank_and_records_one_run_p
     study = open_study(load_study_spec(path), pg_url)
     study.enqueue_trial({"optim.lr": 0.01})
     study.enqueue_trial({"optim.lr": 1e-7})  # at chance level: below the first trial's median, pruned
-    cmd = [sys.executable, "-m", "dlsuite", "study", "run", str(path), "--storage", pg_url]
-    proc = subprocess.Popen(
-        cmd,
-        env=cli_env(store, data_cache),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = study_cli([str(path), "--storage", pg_url], tmp_path, store, data_cache, EPOCHS, new_session=True)
     try:
         out = proc.communicate(timeout=600)[0]  # a rank that missed the decision would hang: fail, not wait
     except subprocess.TimeoutExpired:
@@ -113,3 +103,21 @@ def test_a_ddp_study_on_postgres_prunes_once_on_every_rank_and_records_one_run_p
     for number, epochs in ((0, EPOCHS), (1, stopped)):
         said = re.findall(rf"\[trial {number}\] DDP rank (\d) stopped after (\d+) epochs", out)
         assert sorted(said) == [("0", str(epochs)), ("1", str(epochs))], out[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.devices=2", "trainer.strategy=ddp_spawn"], "needs trainer.strategy in ddp"),
+        (["trainer.num_nodes=2", "trainer.strategy=ddp"], "one host"),
+    ],
+)
+def test_a_study_refuses_ddp_it_cannot_run_per_trial(
+    store: str, tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    from dlsuite.errors import ConfigError
+
+    path = tmp_path / "ddp.yaml"
+    path.write_text(STUDY.format(base=REPO / "configs" / "mnist1d_cnn.yaml", overrides=", ".join(TINY)))
+    with pytest.raises(ConfigError, match=expected):
+        load_study_spec(path, overrides)

@@ -82,8 +82,8 @@ def run_ddp_trial(cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> Tri
         "study": study.study_name,
         "trial_id": trial._trial_id,
         "number": trial.number,
-        # the study's own sampler and pruner: rank 0's Trial asks them exactly as the worker would
-        "study_objects": pickle.dumps((study.sampler, study.pruner)).hex(),
+        # the study's own pruner (with its options): rank 0 asks it exactly as the worker would
+        "pruner": pickle.dumps(study.pruner).hex(),
         "ctx": asdict(ctx),
         "threads": max(1, torch.get_num_threads() // max(1, trial_processes(cfg))),
     }
@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if _rank() == 0:
         from dlsuite.hpo.storage import open_storage
 
-        sampler, pruner = pickle.loads(bytes.fromhex(job["study_objects"]))  # noqa: S301  written by our worker
+        pruner = pickle.loads(bytes.fromhex(job["pruner"]))  # noqa: S301  written by our worker
+        # The trial's parameters are sampled already; a sampler that writes nothing when a Trial is made
+        # (CMA-ES keeps state in trial attributes) keeps rank 0 from sampling a second time.
+        sampler = optuna.samplers.RandomSampler()
         study = optuna.load_study(
             study_name=job["study"], storage=open_storage(job["storage"]), sampler=sampler, pruner=pruner
         )
