@@ -58,15 +58,14 @@ def check_trial_devices(cfg: RunConfig) -> str | None:
 def storage_url(storage: optuna.storages.BaseStorage) -> str:
     """The URL (or journal path) a study's storage was opened from, for another process to open."""
     import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    if isinstance(storage, JournalStorage) and isinstance(storage._backend, JournalFileBackend):
+        return str(storage._backend._file_path)
     inner = getattr(storage, "_backend", storage)  # through Optuna's _CachedStorage
     if isinstance(inner, optuna.storages.RDBStorage):
         return str(inner.url)
-    backend = getattr(inner, "_backend", None)  # JournalStorage -> JournalFileBackend
-    path = getattr(backend, "_file_path", None)
-    if path is None:
-        raise TypeError(f"cannot hand a {type(inner).__name__} to a DDP trial process")
-    return str(path)
+    raise TypeError(f"cannot hand a {type(inner).__name__} to a DDP trial process")
 
 
 def run_ddp_trial(cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> TrialOutcome:
