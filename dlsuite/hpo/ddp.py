@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,7 @@ def run_ddp_trial(cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> Tri
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "outcome.json"
         job["out"] = str(out_path)
         job_path.write_text(json.dumps(job))
+        start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "dlsuite.hpo.ddp", str(job_path)])
         try:
             code = proc.wait()
@@ -100,11 +102,12 @@ def run_ddp_trial(cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> Tri
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-        if out_path.is_file():
-            return TrialOutcome(**json.loads(out_path.read_text()))
+        if out_path.is_file():  # its time: the whole trial, starting the processes included
+            return TrialOutcome(**{**json.loads(out_path.read_text()), "seconds": time.perf_counter() - start})
     # Rank 0 died before it could write (killed, out of memory): the run it began is ended by the caller.
     run_id = study._storage.get_trial(trial._trial_id).user_attrs.get(RUN_ID_ATTR)
-    return TrialOutcome("FAIL", run_id=run_id, reason=f"the DDP trial's processes exited with code {code}")
+    reason = f"the DDP trial's processes exited with code {code}"
+    return TrialOutcome("FAIL", run_id=run_id, reason=reason, seconds=time.perf_counter() - start)
 
 
 def trial_processes(cfg: RunConfig) -> int:
