@@ -129,6 +129,8 @@ def test_trials_skip_diagnostics_pngs_unless_the_study_asks(tmp_path: Path) -> N
 def test_gpu_assignment_is_round_robin() -> None:
     assert assign_gpus(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]
     assert assign_gpus(2, None) == [None, None]
+    assert assign_gpus(3, ["0", "1", "2", "3"], per=2) == ["0,1", "2,3", "0,1"]  # DDP trials on 2 GPUs each
+    assert assign_gpus(2, ["0"], per=2) == ["0", "0"]
     assert main(["study", "run", "x.yaml", "--gpus", "a,b"]) == 2
 
 

@@ -75,17 +75,19 @@ class TrialCallback(Callback):
     normally (tested, logged, FINISHED) and the runner reports the trial PRUNED.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str, prune: bool) -> None:
+    def __init__(self, trial: optuna.Trial | None, monitor: str, prune: bool) -> None:
+        """``trial`` is None on the other ranks of a DDP trial: they only obey rank 0's decision."""
         super().__init__()
         self.trial = trial
         self.monitor = monitor
         self.prune = prune
         self.run_id: str | None = None
         self.pruned_at: int | None = None
+        self.epochs = 0
         self._warned = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.logger is not None and trainer.is_global_zero:
+        if trainer.logger is not None and trainer.is_global_zero and self.trial is not None:
             self.run_id = str(trainer.logger.version)
             self.trial.set_user_attr(RUN_ID_ATTR, self.run_id)
 
@@ -93,7 +95,7 @@ class TrialCallback(Callback):
         if not self.prune or trainer.sanity_checking:
             return
         should_stop = False
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.trial is not None:
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
                 if not self._warned:
@@ -109,6 +111,9 @@ class TrialCallback(Callback):
             self.pruned_at = pl_module.current_epoch
             trainer.should_stop = True
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs = trainer.current_epoch  # epochs run, the same on every rank
+
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
@@ -118,7 +123,22 @@ class TrainRunner:
     """One trial = one :func:`~dlsuite.runner.run.train` call, with a :class:`TrialCallback`."""
 
     def run(self, cfg: RunConfig, trial: optuna.Trial, ctx: TrialContext) -> TrialOutcome:
-        """Train ``cfg``; divergence, out-of-memory and any other exception become FAIL outcomes."""
+        """Train ``cfg``; divergence, out-of-memory and any other exception become FAIL outcomes.
+
+        A trial on several processes (DDP) is trained in a process group of its own
+        (:mod:`dlsuite.hpo.ddp`); the others here.
+        """
+        from dlsuite.hpo.ddp import is_multi_process, run_ddp_trial
+
+        if is_multi_process(cfg):
+            return run_ddp_trial(cfg, trial, ctx)
+        return self.run_here(cfg, trial, ctx)[0]
+
+    def run_here(
+        self, cfg: RunConfig, trial: optuna.Trial | None, ctx: TrialContext
+    ) -> tuple[TrialOutcome, TrialCallback]:
+        """Train ``cfg`` in this process (``trial`` None: a DDP trial's rank other than 0); the outcome and
+        the trial's callback (epochs run, where it was pruned)."""
         import torch
 
         from dlsuite.runner.run import TrainingDiverged, train
@@ -130,7 +150,7 @@ class TrainRunner:
         except TrainingDiverged as exc:
             return TrialOutcome(
                 "FAIL", run_id=cb.run_id, reason=f"diverged: {exc}", seconds=time.perf_counter() - start
-            )
+            ), cb
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()  # the next trial in this worker must not inherit the fragments
             return TrialOutcome(
@@ -138,15 +158,16 @@ class TrainRunner:
                 run_id=cb.run_id,
                 reason=f"CUDA out of memory: {str(exc)[:300]}",
                 seconds=time.perf_counter() - start,
-            )
+            ), cb
         except (DlsuiteError, Exception) as exc:
-            log.debug("trial %d raised", trial.number, exc_info=True)
-            return TrialOutcome("FAIL", run_id=cb.run_id, reason=_reason(exc), seconds=time.perf_counter() - start)
+            log.debug("trial %s raised", trial.number if trial else "(DDP rank)", exc_info=True)
+            return TrialOutcome("FAIL", run_id=cb.run_id, reason=_reason(exc), seconds=time.perf_counter() - start), cb
         state = "PRUNED" if cb.pruned_at is not None else "COMPLETE"
         reason = f"pruned at epoch {cb.pruned_at}" if cb.pruned_at is not None else None
-        return TrialOutcome(
+        outcome = TrialOutcome(
             state, dict(result.metrics), result.run_id or cb.run_id, reason, time.perf_counter() - start
         )
+        return outcome, cb
 
 
 def record_failed_run(

@@ -313,13 +313,12 @@ class StudySpec(_Strict):
         return {k: p.grid_values(k) for k, p in self.space.items()}
 
 
-def _check_one_device(cfg: RunConfig, where: str) -> None:
-    t = cfg.trainer
-    if t.devices not in ("auto", 1, "1", [0]) or t.num_nodes != 1 or "ddp" in t.strategy or "fsdp" in t.strategy:
-        raise ConfigError(
-            f"{where}: a study trial trains on one device (trainer.devices=1, no ddp/fsdp); "
-            "parallelise a study with --workers N [--gpus 0,1,...]"
-        )
+def _check_devices(cfg: RunConfig, where: str) -> None:
+    from dlsuite.hpo.ddp import check_trial_devices
+
+    why = check_trial_devices(cfg)
+    if why:
+        raise ConfigError(f"{where}: {why}")
 
 
 def _check_objectives(spec: StudySpec, base: RunConfig) -> None:
@@ -344,7 +343,7 @@ def validate(spec: StudySpec) -> None:
     from dlsuite.hpo.samplers import check_pruner, check_sampler
 
     base = spec.run_config()
-    _check_one_device(base, f"study {spec.name}")
+    _check_devices(base, f"study {spec.name}")
     _check_objectives(spec, base)
     check_sampler(spec.sampler.name, spec.sampler.options, len(spec.objectives))
     check_pruner(spec.pruner.name, spec.pruner.options)
@@ -352,7 +351,7 @@ def validate(spec: StudySpec) -> None:
         raise ConfigError("pruning needs a validation split (data.val_fraction > 0 or data.args.val_samples)")
     if spec.type == "compare":
         for variant in spec.variants:
-            _check_one_device(spec.run_config(variant=variant), f"variant {variant!r}")
+            _check_devices(spec.run_config(variant=variant), f"variant {variant!r}")
         from pydantic import ValidationError
 
         from dlsuite.hpo.tuning import TuneSpec, tune_spec

@@ -1,16 +1,16 @@
 """Running a study: open or resume it, recover crashed trials, ask/run/tell in N workers, end the parent run.
 
 Crash safety: every trial records its owning process (``dlsuite.owner``) and its MLflow run id as user
-attributes. Before each ask, under the budget lock (:func:`~dlsuite.hpo.storage.budget_lock`: a file lock
-on one host, an advisory lock on PostgreSQL across hosts), trials RUNNING in Optuna whose owner on this host is
-gone (``kill -9``) are marked FAIL (``dlsuite.requeued``, not counted against the budget), their
-parameters are enqueued again, and their MLflow runs are ended KILLED. Finished trials are in the
-storage the moment they are told, so a kill loses only the trials that were running.
+attributes, and its worker renews a lease on it (:mod:`dlsuite.hpo.leases`). Before each ask, under the
+budget lock (:func:`~dlsuite.hpo.storage.budget_lock`: a file lock on one host, an advisory lock on
+PostgreSQL across hosts), trials RUNNING in Optuna whose lease expired (on a journal file also: whose
+owner process on this host is gone) are marked FAIL (``dlsuite.requeued``, not counted against the
+budget), their parameters are enqueued again, and their MLflow runs are ended KILLED. Finished trials are
+in the storage the moment they are told, so a kill loses only the trials that were running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -18,9 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +26,8 @@ import optuna
 from optuna.trial import TrialState
 
 from dlsuite.errors import ConfigError, DlsuiteError
+from dlsuite.hpo.ddp import trial_processes
+from dlsuite.hpo.leases import fail_and_requeue, lease, leased_storage, mlflow_end, recover
 from dlsuite.hpo.runner import (
     REASON_ATTR,
     RUN_ID_ATTR,
@@ -44,14 +44,13 @@ from dlsuite.hpo.storage import (
     budget_lock,
     check_storage,
     heartbeat_s,
-    is_journal,
     open_storage,
     resolve_storage,
 )
-from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR, state_counts
+from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import record, store
-from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, log_params, owner_dead, owner_id, reap_orphans
+from dlsuite.tracking.runs import OWNER_TAG, log_params, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -106,108 +105,6 @@ def counted(t: optuna.trial.FrozenTrial) -> bool:
     if t.state == TrialState.WAITING:
         return False
     return not (t.state == TrialState.FAIL and t.user_attrs.get(REQUEUED_ATTR))
-
-
-def mlflow_end(client: Any, run_id: str | None, state: str, reason: str | None = None) -> None:
-    """Tag an MLflow trial run with its Optuna state; end it KILLED if it is still RUNNING."""
-    if not run_id:
-        return
-    try:
-        client.set_tag(run_id, STATE_TAG, state)
-        if reason:
-            client.set_tag(run_id, record.FAIL_REASON, reason[:5000])
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, ERROR_TAG, reason or "trial ended without ending its run")
-            client.set_terminated(run_id, status="KILLED")
-    except Exception as exc:  # noqa: BLE001  the run may live in another store; the trial state matters more
-        log.warning("could not update MLflow run %s: %s", run_id, exc)
-
-
-def fail_and_requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str, client: Any) -> None:
-    """Mark a trial FAIL (not counted), enqueue its parameters again, end its MLflow run KILLED."""
-    storage = study._storage
-    storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
-    storage.set_trial_user_attr(t._trial_id, REQUEUED_ATTR, True)
-    try:
-        study.tell(t.number, state=TrialState.FAIL)
-    except (ValueError, RuntimeError) as exc:  # already finished by someone else
-        log.info("trial %d: %s", t.number, exc)
-        return
-    params = t.params or t.system_attrs.get("fixed_params") or {}
-    if params:
-        kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
-        study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
-    mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
-
-
-def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]:
-    """Fail and re-queue RUNNING trials whose worker is gone; return their numbers.
-
-    On PostgreSQL (``RDBStorage`` with heartbeats) a worker is gone when its trial's lease expired: no
-    heartbeat for ``grace_period`` seconds, by the server's clock, whatever host it ran on. On a journal
-    file (one host) when its owner process is gone. Call under
-    :func:`~dlsuite.hpo.storage.budget_lock` (``locked``) so two workers do not re-queue the same
-    trial; a trial is asked and given its owner under that lock, so a RUNNING trial without an owner
-    seen under the lock was asked by a process that died in between.
-    """
-    recovered = []
-    storage = leased_storage(study)
-    stale: set[int] | None = None
-    if storage is not None:
-        stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own lease check
-    grace = storage.grace_period if storage is not None else None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get(OWNER_ATTR)
-        if stale is not None:
-            dead = t._trial_id in stale
-            reason = f"lease of worker {owner or '(unknown)'} expired (no heartbeat for {grace}s)"
-        else:
-            dead = bool(owner and owner_dead(owner))
-            reason = f"worker {owner or '(unknown)'} died (killed?) while the trial ran"
-        if dead or (not owner and locked):
-            fail_and_requeue(study, t, reason if owner else "worker died before the trial began", client)
-            recovered.append(t.number)
-    if recovered:
-        reap_orphans(client)
-        log.warning("study %s: trials %s were left running by dead workers; re-queued", study.study_name, recovered)
-    return recovered
-
-
-def leased_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    """The study's ``RDBStorage`` when it keeps heartbeats (PostgreSQL), else None.
-
-    ``create_study`` wraps an ``RDBStorage`` in Optuna's private ``_CachedStorage``; look through it.
-    """
-    storage = getattr(study._storage, "_backend", study._storage)
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
-        return storage
-    return None
-
-
-@contextlib.contextmanager
-def lease(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Renew the trial's lease (an Optuna heartbeat) from a thread while the block runs (RDB only)."""
-    storage = leased_storage(study)
-    if storage is None:
-        yield
-        return
-    interval = storage.get_heartbeat_interval()
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                storage.record_heartbeat(trial._trial_id)
-            except Exception as exc:  # noqa: BLE001  a blip: the next beat retries; the lease allows 3 misses
-                log.warning("trial %d: heartbeat failed: %s", trial.number, exc)
-
-    thread = threading.Thread(target=beat, name=f"lease-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def enqueue_pairs(study: optuna.Study, spec: StudySpec) -> int:
@@ -359,7 +256,6 @@ def work(
     study = open_study(spec, url, worker)
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
-    leased = not is_journal(url)
     result = WorkerResult()
     while True:
         if deadline is not None and time.time() >= deadline:
@@ -376,10 +272,10 @@ def work(
                 spec.type == "compare" and not queued
             )
             done = met or exhausted
-            # Done, but another worker's trial may belong to a dead host: on a leased storage wait until
+            # Done, but another worker's trial may belong to a dead or hung worker: wait until
             # it finishes or its lease expires (then it is re-queued and this worker runs it), so the
             # study ends at its budget with nothing left RUNNING.
-            wait = done and leased and any(t.state == TrialState.RUNNING for t in trials)
+            wait = done and any(t.state == TrialState.RUNNING for t in trials)
             if done and not wait:
                 if not met:
                     result.stopped_by = "grid exhausted"
@@ -446,11 +342,13 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
     return str(run_id)
 
 
-def assign_gpus(workers: int, gpus: list[str] | None) -> list[str | None]:
-    """The GPU each worker is pinned to (round-robin; several workers may share one), or None each."""
+def assign_gpus(workers: int, gpus: list[str] | None, per: int = 1) -> list[str | None]:
+    """The GPUs each worker is pinned to: ``per`` of them (a DDP trial's devices), round-robin, several
+    workers may share one; None each without GPUs."""
     if not gpus:
         return [None] * workers
-    return [gpus[i % len(gpus)] for i in range(workers)]
+    per = min(per, len(gpus))
+    return [",".join(gpus[(i * per + j) % len(gpus)] for j in range(per)) for i in range(workers)]
 
 
 def default_gpus() -> list[str] | None:
@@ -558,7 +456,8 @@ def run_study(
     deadline = time.time() + spec.timeout if spec.timeout else None
     # In-process (one worker) the pin must be set before anything initialises CUDA, so the default
     # "every visible GPU" is only looked up for worker processes.
-    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None))
+    per = trial_processes(base) if base.trainer.accelerator != "cpu" else 1
+    pins = assign_gpus(workers, gpus if gpus is not None else (default_gpus() if workers > 1 else None), per)
     status = "FINISHED"
     codes: list[int] = []
     try:

@@ -24,5 +24,7 @@ def quiet() -> None:
         ".*smaller than the logging interval.*",
         ".*treespec.*",
         ".*Checkpoint directory.*exists.*",
+        # The task logs epoch numbers it has already reduced over every rank (tasks/epoch.py: take).
+        ".*when logging on epoch level in distributed setting.*",
     ):
         warnings.filterwarnings("ignore", message=msg)
