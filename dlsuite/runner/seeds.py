@@ -185,17 +185,20 @@ def _log_parent(
     parent.client.log_batch(parent.run_id, metrics=rows)
 
 
-def train_seeds(cfg: RunConfig, seeds: list[int], overrides: list[str] | None = None) -> SeedsResult:
+def train_seeds(
+    cfg: RunConfig, seeds: list[int], overrides: list[str] | None = None, sequential: bool = False
+) -> SeedsResult:
     """Train ``cfg`` once per seed, as one population when it can be (:func:`seeds_reason`), else one by one.
 
     Everything that can be refused is checked before the parent run is created (nothing written then).
     A seed that diverges fails alone (its child run FAILED, listed in ``failed``); the others go on.
+    ``sequential`` trains one by one whatever the config (what ``benchmarks/population.py`` compares).
     """
     from dlsuite.runner import seeds_population
     from dlsuite.runner.run import is_rank_zero
 
     overrides = list(overrides or [])
-    reason = seeds_reason(cfg)
+    reason = "sequential runs asked for" if sequential else seeds_reason(cfg)
     runner = "population" if reason is None else "sequential"
     prepared = seeds_population.prepare(cfg, seeds) if reason is None else None
     tracked = cfg.tracking.enabled and is_rank_zero()
