@@ -121,6 +121,7 @@ def test_bad_seeds_exit_2_and_write_nothing(seeds: str, store: str, capsys: pyte
     assert not (Path("mlruns") / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_sigkilled_seeds_leave_parent_and_children_to_the_next_command(
     store: str, data_cache: Path, tmp_path: Path
 ) -> None:
@@ -148,3 +149,26 @@ def test_sigkilled_seeds_leave_parent_and_children_to_the_next_command(
     reaped = run_cli(["list"], env, tmp_path)
     assert reaped.returncode == 0 and "ended 4 orphaned runs KILLED" in reaped.stderr
     assert {r.info.status for r in _runs(c, "k9s")} == {"KILLED"}
+
+
+def test_a_diverging_member_fails_alone_and_leaves_the_others_untouched(store: str) -> None:
+    # ~5 s: two tiny populations in process; member 1 has a learning rate that turns its loss NaN
+    from dlsuite.runner import seeds_population
+    from dlsuite.runner.seeds import seed_config
+    from tests.conftest import tiny_config
+
+    quiet = ["tracking.diagnostics.enabled=false", "tracking.log_model=false", "tracking.plots=false"]
+    base = tiny_config(*quiet, "optim.name=sgd", "tracking.experiment=div")
+    prep = seeds_population.prepare(base, [0, 1])
+    prep.cfgs[1] = seed_config(tiny_config(*quiet, "optim.name=sgd", "optim.lr=1e6", "tracking.experiment=div"), 1)
+    (fine, _, ok), (_, history, failure) = seeds_population.train_members(prep, None, [])
+    assert ok is None and failure is not None and "diverged" in failure and len(history) == 1
+    alone = seeds_population.prepare(base, [0, 1])
+    alone.cfgs = alone.cfgs[:1]
+    (same, _, _), *_ = seeds_population.train_members(alone, None, [])
+    for key in ("test_acc", "test_loss", "final_train_loss", "best_val_acc"):
+        assert fine[key] == pytest.approx(same[key], rel=1e-5), key  # the NaN member did not leak into member 0
+    c = MlflowClient(store)
+    states = {r.data.tags[record.SEED]: r for r in _runs(c, "div") if record.SEED in r.data.tags}
+    assert states["1"].info.status == "FAILED" and "diverged" in states["1"].data.tags[record.ERROR]
+    assert states["0"].info.status == "FINISHED"
