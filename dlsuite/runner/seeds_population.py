@@ -15,6 +15,7 @@ leaves them to the reaper of the next dlsuite command, as a plain run.
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
     scores: list[Scores | None] = []
     diverged: dict[int, int] = {}
     timer, last_flush = EpochTimer(), time.perf_counter()
+    show = cfg.trainer.progress_bar and sys.stderr.isatty()  # the sequential run's bar shows epochs too
     timer.marks.append(time.perf_counter())
     timer.steps.append(0)
 
@@ -195,6 +197,9 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
             last_flush = time.perf_counter()
         timer.marks.append(time.perf_counter())
         timer.steps.append((epoch + 1) * steps)
+        if show:
+            end = "\n" if epoch + 1 == epochs else ""
+            print(f"\rpopulation of {len(cfgs)}: epoch {epoch + 1}/{epochs}", end=end, file=sys.stderr, flush=True)
         return [] if len(diverged) == len(cfgs) else None
 
     log_s = 0.0
