@@ -194,13 +194,16 @@ def train_seeds(
     A seed that diverges fails alone (its child run FAILED, listed in ``failed``); the others go on.
     ``sequential`` trains one by one whatever the config (what ``benchmarks/population.py`` compares).
     """
-    from dlsuite.runner import seeds_population
+    from dlsuite.build import build_run
+    from dlsuite.runner import protocols, seeds_population
     from dlsuite.runner.run import is_rank_zero
 
     overrides = list(overrides or [])
     reason = "sequential runs asked for" if sequential else seeds_reason(cfg)
     runner = "population" if reason is None else "sequential"
     prepared = seeds_population.prepare(cfg, seeds) if reason is None else None
+    if prepared is None and protocols.protocol_of(cfg) is None:
+        build_run(seed_config(cfg, seeds[0]))  # data and model buildable before the parent run exists
     tracked = cfg.tracking.enabled and is_rank_zero()
     parent = _parent(cfg, seeds, runner, reason, overrides) if tracked else None
     result = SeedsResult(None, "FINISHED", runner, reason, list(seeds))
