@@ -10,6 +10,8 @@ steps. Reported: median model-steps/s [min-max] and the ratio to the hand-writte
 
 Usage: ``python -m benchmarks.population [--model mnist1d_cnn] [--sizes 1,4,16,64] [--repeats 3]``
 ``[--seconds 1.5] [--threads 1]``.
+``--seeds32``: instead, runs/hour of a 32-seed training, one run per seed vs one population
+(``benchmarks/population_seeds.py``; ``--n-seeds``, ``--epochs``, ``--train-samples``, ``--repeats``).
 It reports; it never fails on speed.
 """
 
@@ -91,7 +93,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", default="mnist1d_cnn", help="a population model (mnist1d_cnn, mnist1d_mlp, ...)")
+    p.add_argument("--seeds32", action="store_true", help="runs/hour of N seeds: one run each vs one population")
+    p.add_argument("--n-seeds", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=20, help="--seeds32: epochs per run (the recipe trains 200)")
+    p.add_argument("--train-samples", type=int, default=None, help="--seeds32: fewer training examples")
     args = p.parse_args(argv)
+    if args.seeds32:
+        from benchmarks.population_seeds import run
+
+        threads = "auto" if args.threads <= 0 else str(args.threads)
+        return run(args.n_seeds, args.epochs, args.train_samples, args.repeats, threads)
     MODEL[:] = [f"model.name={args.model}"]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from dlsuite.cli_compare import add_compare, add_doctor
 from dlsuite.cli_server import add_server
 from dlsuite.cli_study import add_study
 from dlsuite.cli_ui import add_ui
-from dlsuite.errors import DlsuiteError
+from dlsuite.errors import ConfigError, DlsuiteError
 from dlsuite.runner.quiet import quiet
+
+if TYPE_CHECKING:
+    from dlsuite.config import RunConfig
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -24,13 +28,22 @@ EXIT_DIVERGED = 3
 
 # -- train ------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one run from a YAML config plus overrides."""
+    """Train one run from a YAML config plus overrides (or one per seed with --seeds)."""
     from dlsuite.build import load_run_config
 
+    seeds = None
+    if args.seeds is not None:
+        from dlsuite.runner.seeds import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+        if any(o.partition("=")[0].strip() == "seed" for o in args.set):
+            raise ConfigError("--seeds sets each run's seed: drop --set seed=... (or drop --seeds)")
     cfg = load_run_config(args.config, args.set)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    if seeds is not None:
+        return _train_seeds(cfg, seeds, args.set)
     from dlsuite.runner.run import TrainingDiverged, is_rank_zero, train
 
     try:
@@ -47,6 +60,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_seeds(cfg: RunConfig, seeds: list[int], overrides: list[str]) -> int:
+    """``train --seeds``: one population (or one run per seed, saying why), then the table over seeds."""
+    from dlsuite.runner.seeds import format_table, seeds_reason, train_seeds
+
+    reason = seeds_reason(cfg)
+    if reason is not None:
+        print(f"dlsuite: training the {len(seeds)} seeds one after another: {reason}", file=sys.stderr)
+    result = train_seeds(cfg, seeds, overrides)
+    print(format_table(result))
+    print(f"run {result.parent_run_id or '(untracked)'} {result.status} (parent of {len(seeds)} seed runs)")
+    if result.parent_run_id:
+        print("compare runs in the MLflow UI: dlsuite ui")
+    return EXIT_DIVERGED if result.failed else 0
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train one run", description=cmd_train.__doc__)
     p.add_argument("config", help="run config YAML (see configs/)")
@@ -59,6 +87,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         help="override config values by dotted key, e.g. --set optim.lr=1e-3 data.batch_size=64",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--seeds",
+        metavar="SEEDS",
+        help="train once per seed (0-9 both ends included, 0,3,7 or 0-4,10; at least two), as one population "
+        "when the config allows it, and print each final metric's mean and 95%% interval; MLflow: one parent "
+        "run, one child run per seed",
+    )
     p.set_defaults(func=cmd_train, opens_store=True)
 
 

@@ -10,6 +10,7 @@ it is the per-member multiplier. One-cycle also cycles the momentum (SGD's ``mom
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,18 @@ def _momentum(group: dict[str, Any]) -> float:
 
 
 def member_rates(optim: OptimConfig, epochs: int, steps: int) -> tuple[list[float], list[float]]:
-    """The learning rate and the momentum (SGD) or ``beta1`` (Adam) at each of ``epochs * steps`` steps."""
+    """The learning rate and the momentum (SGD) or ``beta1`` (Adam) at each of ``epochs * steps`` steps.
+
+    Cached by value: stepping a scheduler costs about 0.1 ms a step (over 5 s for 200 epochs of 40 steps
+    on the loaded 2-core CPU), and the members of a seeds population all share one optimiser config.
+    """
+    rates, moments = _member_rates(optim.model_dump_json(), epochs, steps)
+    return list(rates), list(moments)
+
+
+@functools.lru_cache(maxsize=32)
+def _member_rates(optim_json: str, epochs: int, steps: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    optim = OptimConfig.model_validate_json(optim_json)
     if optim.schedule.name in METRIC_SCHEDULES:
         raise ValueError(f"schedule {optim.schedule.name!r} steps on a validation metric; it cannot be tabulated")
     probe = torch.zeros(1, requires_grad=True)
@@ -53,7 +65,7 @@ def member_rates(optim: OptimConfig, epochs: int, steps: int) -> tuple[list[floa
                     sched.step()
             if not per_step:
                 sched.step()
-    return rates, moments
+    return tuple(rates), tuple(moments)
 
 
 def rate_table(optims: Sequence[OptimConfig], epochs: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,8 @@ class History:
     train_loss: list[list[float]] = field(default_factory=list)
     val_loss: list[list[float]] = field(default_factory=list)
     val_acc: list[list[float]] = field(default_factory=list)
+    train_acc: list[list[float]] = field(default_factory=list)
+    """Accuracy on the epoch's training batches, in training mode (as the sequential task logs it)."""
 
 
 @dataclass
@@ -122,6 +124,7 @@ def train_step(
     y: torch.Tensor,
     lr: torch.Tensor | None = None,
     moment: torch.Tensor | None = None,
+    correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One update of every member on its own batch ``x`` ``(P, B, ...)``, ``y`` ``(P, B)``.
 
@@ -129,10 +132,13 @@ def train_step(
     penalties.
 
     ``lr`` and ``moment`` are the members' scheduled learning rates and momentum/``beta1`` ``(P,)``.
+    ``correct`` ``(P,)``, when given, is increased by each member's number of correct predictions.
     """
     st = pop.stacked
     logits, buffers = st.forward_train(x)
     losses = member_losses(logits, y, pop.smoothing)
+    if correct is not None:
+        correct += (logits.detach().argmax(-1) == y).sum(1)
     total = losses + pop.penalty() if bool(pop.l1.any() or pop.l2.any()) else losses
     pop.optimizer.zero_grad()
     # Members share no parameter, so the gradient of the sum is each member's own gradient.
@@ -178,12 +184,14 @@ def fit(
     for epoch in range(epochs):
         order = epoch_order(pop.seeds, epoch, n, x.device)
         total = torch.zeros(st.size, device=x.device, dtype=torch.float64)
+        correct = torch.zeros_like(total)
         for i, start in enumerate(range(0, n, bs)):
             idx = order[:, start : start + bs]  # (P, B)
             t = epoch * steps + i
-            losses = train_step(pop, x[idx], y[idx], rates[t], moments[t])
+            losses = train_step(pop, x[idx], y[idx], rates[t], moments[t], correct)
             total += losses.double() * idx.shape[1]
         hist.train_loss.append(row(total / n))
+        hist.train_acc.append(row(correct / n))
         if val is not None:
             vl, va = evaluate(st, val[0], val[1], cfg.data.eval_batch_size, pop.smoothing)
             hist.val_loss.append(row(vl))

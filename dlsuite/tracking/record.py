@@ -161,3 +161,25 @@ other server-side way to choose columns: its default shows Dataset, Models and S
 def column(kind: str, name: str) -> str:
     """A runs-table column id as the UI writes it: ``metrics.`test_acc```, ``params.`optim.lr```."""
     return f"{kind}.`{name}`"
+
+
+# -- dlsuite train --seeds (runner/seeds.py) -------------------------------------------------------
+SEEDS = "dlsuite.seeds"
+"""On a ``train --seeds`` parent run: its seeds, comma-separated (``0,1,2,3``)."""
+SEEDS_RUNNER = "dlsuite.seeds_runner"
+"""On a ``train --seeds`` parent run: ``population`` (one vectorised population) or ``sequential``."""
+SEEDS_FALLBACK = "dlsuite.seeds_fallback"
+"""On a ``train --seeds`` parent run that fell back to sequential runs: why (one line)."""
+POPULATION = "dlsuite.population"
+"""On a run trained as a population member: the MLflow run id of its population's parent run."""
+SEEDS_METRIC_PREFIXES = ("test_", "best_val_", "final_")
+"""The members' final numbers a ``train --seeds`` parent summarises over its seeds."""
+SEEDS_STATS = ("mean", "ci_low", "ci_high")
+"""What the parent records of each: ``test_acc_mean``, ``test_acc_ci_low``, ``test_acc_ci_high`` (95%, Student's t)."""
+SEEDS_COUNT = "seeds_n"
+"""On a ``train --seeds`` parent run: how many seeds finished (the n of the intervals)."""
+
+
+def seeds_metric(metric: str, stat: str) -> str:
+    """The parent's name for ``stat`` (one of :data:`SEEDS_STATS`) of ``metric`` over seeds: ``test_acc_ci_low``."""
+    return f"{metric}_{stat}"
