@@ -135,8 +135,8 @@ def test_check_says_which_runner_each_group_uses(
     )
     assert main(["study", "run", str(cmp), "--check"]) == 0
     out = capsys.readouterr().out
-    assert "population: none, l2 (4 trials" in out and "population: wide (2 trials" in out
-    assert "sequential: mixup (1 trials; regularization.mixup_alpha=0.2 is not vectorised yet)" in out
+    assert "population: none, l2 (4 trials trained together)" in out and "population: wide (2 trials" in out
+    assert "sequential: mixup (2 trials, one at a time: regularization.mixup_alpha=0.2 is not vectorised yet)" in out
     assert not (tmp_path / "mlruns").exists()
 
 

@@ -54,6 +54,18 @@ def order_pairs(spec: StudySpec, pairs: list[tuple[str, int]]) -> list[tuple[str
     return sorted(pairs, key=lambda p: (keys[p[0]] is None, first[keys[p[0]]]))  # stable: seeds stay in order
 
 
+def alone_whatever_sampled(spec: StudySpec) -> bool:
+    """Whether every trial of a search trains alone: the base config cannot join a population and no
+    searched key changes that (each searched key varies per member)."""
+    from dlsuite.population.group import varies_per_member, why_not
+
+    try:
+        base = spec.run_config()
+    except DlsuiteError:
+        return False
+    return why_not(base) is not None and all(varies_per_member(k) for k in spec.space)
+
+
 def batch_size(study: optuna.Study, spec: StudySpec, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     """How many trials to ask now: up to ``spec.population`` and what the budget has left; for a
     compare study, the queued run that shares the first queued trial's structure."""
@@ -63,7 +75,8 @@ def batch_size(study: optuna.Study, spec: StudySpec, trials: Sequence[optuna.tri
     if spec.n_trials is not None:
         size = min(size, spec.n_trials - sum(counted(t) for t in trials))
     if spec.type != "compare":
-        return max(1, size)
+        # Trials that will all train alone anyway are asked one at a time, so the sampler learns from each.
+        return 1 if alone_whatever_sampled(spec) else max(1, size)
     waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
     keys: dict[str, str | None] = {}
 
@@ -108,9 +121,9 @@ def run_batch(
     worker: int = 0,
 ) -> list[TrialOutcome]:
     """Run asked ``trials``: same-structure groups as populations, the rest one by one; tell each as it ends."""
-    from dlsuite.hpo.population import PopulationRunner
+    from dlsuite.hpo.population import POPULATION_METRICS, PopulationRunner
     from dlsuite.hpo.study import Prepared, fail_and_requeue, finish_trial, lease, prepare_trial, show_outcome
-    from dlsuite.population.group import plan
+    from dlsuite.population.group import Group, plan
 
     prepared = [prepare_trial(t, spec, parent_run_id) for t in trials]
     leases: dict[int, contextlib.ExitStack] = {}
@@ -131,7 +144,11 @@ def run_batch(
                 tell(p, TrialOutcome("FAIL", reason=f"invalid trial config: {p.cfg}"))
             else:
                 valid.append(p)
-        for group in plan([p.cfg for p in valid], max_size=spec.population):
+        groups = plan([p.cfg for p in valid], max_size=spec.population)
+        if spec.pruner.name != "none" and spec.prune_monitor not in POPULATION_METRICS:
+            reason = f"a population reports {', '.join(POPULATION_METRICS)}, not the pruned {spec.prune_monitor!r}"
+            groups = [Group("sequential", [i], reason) for g in groups for i in g.members]
+        for group in groups:
             members = [valid[i] for i in group.members]
             numbers = ", ".join(str(m.trial.number) for m in members)
             if group.runner == "population":
@@ -160,7 +177,7 @@ def run_batch(
 
 def check_lines(spec: StudySpec) -> list[str]:
     """What ``study run --check`` says about runners: which trials train as populations, which alone, why."""
-    from dlsuite.population.group import describe, plan, varies_per_member, why_not
+    from dlsuite.population.group import plan, varies_per_member, why_not
 
     p = spec.population
     if p == 1:
@@ -169,9 +186,16 @@ def check_lines(spec: StudySpec) -> list[str]:
         pairs = order_pairs(spec, spec.pairs())
         cfgs = [spec.run_config({"seed": s}, variant=v) for v, s in pairs]
         lines = [f"runner: population (up to {p} trials at once); tuned values may regroup variants"]
-        for group, text in zip(plan(cfgs, max_size=p), describe(plan(cfgs, max_size=p)), strict=True):
+        alone: dict[str, list[str]] = {}  # variant -> the reasons its trials train alone
+        for group in plan(cfgs, max_size=p):
             names = list(dict.fromkeys(pairs[i][0] for i in group.members))
-            lines.append(f"  {group.runner}: {', '.join(names)} ({len(group.members)} trials; {text.split('(', 1)[1]}")
+            if group.runner == "population":
+                lines.append(f"  population: {', '.join(names)} ({len(group.members)} trials trained together)")
+            else:
+                alone.setdefault(names[0], []).append(group.reason)
+        for variant, reasons in alone.items():
+            n = len(reasons)
+            lines.append(f"  sequential: {variant} ({n} trial{'s' * (n > 1)}, one at a time: {reasons[0]})")
         return lines
     base = spec.run_config()
     reason = why_not(base)
