@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import optuna
 import pytest
 
@@ -12,6 +13,7 @@ from dlsuite.hpo.population import PopulationRunner
 from dlsuite.hpo.runner import TrialContext
 from dlsuite.population.group import describe, plan
 from dlsuite.population.train import History, build_population, fit
+from dlsuite.tracking import record
 from tests.conftest import tiny_config
 from tests.test_population import sequential
 
@@ -109,6 +111,11 @@ def test_a_diverging_member_fails_alone(store: str) -> None:
     assert outcomes[0].state == "COMPLETE"
     assert outcomes[1].state == "FAIL"
     assert outcomes[1].reason == "diverged: the loss is not finite at epoch 0"
+    client = mlflow.MlflowClient(store)
+    failed, finished = client.get_run(str(outcomes[1].run_id)), client.get_run(str(outcomes[0].run_id))
+    assert failed.info.status == "FAILED" and "not finite" in failed.data.tags[record.ERROR]
+    assert finished.info.status == "FINISHED" and "test_acc" in finished.data.metrics
+    assert failed.data.tags[record.POPULATION] == finished.data.tags[record.POPULATION]
 
 
 def test_members_left_out_of_a_population_leave_the_others_unchanged(store: str) -> None:

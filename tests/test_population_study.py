@@ -23,6 +23,7 @@ from dlsuite.hpo.storage import open_storage, resolve_storage
 from dlsuite.hpo.study import open_parent_run, run_study
 from dlsuite.population.metrics import confusion, macro_f1
 from dlsuite.tracking import record
+from tests.test_multihost import pg_url  # noqa: F401  the PostgreSQL fixture
 from tests.test_studies import _wait_for, load, runs, write_study
 
 SPACE = """space:
@@ -177,33 +178,28 @@ def test_sigkill_mid_population_loses_nothing_and_leaves_nothing_running(store: 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "dlsuite", "study", "run", str(path), "--population", "4"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-    url = resolve_storage()
+
+    def mid_population() -> bool:  # a population of 4 training, after at least one finished trial
+        storage = resolve_storage()
+        started = Path(storage).is_file() and "popkill" in optuna.study.get_all_study_names(open_storage(storage))
+        states = [(t.state, RUN_ID_ATTR in t.user_attrs) for t in (load("popkill").trials if started else [])]
+        return (TrialState.COMPLETE, True) in states and states.count((TrialState.RUNNING, True)) == 4
+
     try:
-
-        def mid_population() -> bool:
-            if not Path(url).is_file() or "popkill" not in optuna.study.get_all_study_names(open_storage(url)):
-                return False
-            ts = load("popkill").trials
-            running = [t for t in ts if t.state == TrialState.RUNNING and RUN_ID_ATTR in t.user_attrs]
-            return any(t.state == TrialState.COMPLETE for t in ts) and len(running) == 4
-
         _wait_for(mid_population)
+    finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     before = load("popkill").trials
     finished = {t.number: (t.state, t.values) for t in before if t.state.is_finished()}
     running = [t for t in before if t.state == TrialState.RUNNING]
     assert len(running) == 4 and all(t.user_attrs.get("dlsuite.owner") for t in running)
     target = len(finished) + 4
-    spec = load_study_spec(path, [f"n_trials={target}", "population=4"])
-    run_study(spec)
+    run_study(load_study_spec(path, [f"n_trials={target}", "population=4"]))  # the suite started again
     after = load("popkill").trials
-    assert {t.number: (t.state, t.values) for t in after if t.number in finished} == finished  # nothing lost
-    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert not [r for r in runs(store, "popkill") if r.info.status == "RUNNING"]
+    assert {r.info.status for r in runs(store, "popkill")} == {"FINISHED", "KILLED"}  # none RUNNING
+    assert {t.state for t in after} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert finished == {t.number: (t.state, t.values) for t in after if t.number in finished}  # nothing lost
     client = mlflow.MlflowClient(store)
     for t in running:
         crashed = after[t.number]
@@ -213,3 +209,25 @@ def test_sigkill_mid_population_loses_nothing_and_leaves_nothing_running(store: 
         retry = [x for x in after if x.user_attrs.get("dlsuite.retry_of") == t.number]
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == t.params
     assert sum(1 for t in after if t.state.is_finished() and not t.user_attrs.get("dlsuite.requeued")) == target
+
+
+@pytest.mark.services
+def test_every_member_keeps_its_lease_on_postgresql(
+    store: str,
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811  the fixture imported from tests.test_multihost
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers, a population of 4 each, leases of 4 s (a heartbeat a second): while one worker
+    trains, the other recovers stale trials before each look at the budget. A member without a
+    heartbeat would be failed and re-queued after 4 s; every member must finish as itself."""
+    monkeypatch.setenv("DLSUITE_STUDY_LEASE_S", "4")
+    path = write_study(tmp_path, SPACE, name="poplease")
+    spec = load_study_spec(path, ["population=4", "trainer.max_epochs=8", f"storage={pg_url}"])
+    result = run_study(spec, workers=2)
+    assert result.counts == {"COMPLETE": 8}
+    trials = optuna.load_study(study_name="poplease", storage=open_storage(pg_url)).trials
+    assert not [t for t in trials if t.user_attrs.get("dlsuite.requeued")]
+    assert len({t.user_attrs["dlsuite.owner"] for t in trials}) == 2  # both workers trained a population
+    pops = {r.data.tags[record.POPULATION] for r in runs(store, "poplease") if record.TRIAL in r.data.tags}
+    assert len(pops) == 2
