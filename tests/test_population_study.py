@@ -223,7 +223,8 @@ def test_every_member_keeps_its_lease_on_postgresql(
     heartbeat would be failed and re-queued after 4 s; every member must finish as itself."""
     monkeypatch.setenv("DLSUITE_STUDY_LEASE_S", "4")
     path = write_study(tmp_path, SPACE, name="poplease")
-    spec = load_study_spec(path, ["population=4", "trainer.max_epochs=8", f"storage={pg_url}"])
+    sets = ["population=4", "trainer.max_epochs=8", "data.train_samples=1000", f"storage={pg_url}"]
+    spec = load_study_spec(path, sets)  # training outlasts a 4 s lease several times over
     result = run_study(spec, workers=2)
     assert result.counts == {"COMPLETE": 8}
     trials = optuna.load_study(study_name="poplease", storage=open_storage(pg_url)).trials

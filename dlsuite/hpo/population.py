@@ -190,7 +190,6 @@ class PopulationRunner:
         active = list(range(n))  # original index of each current member (fit keeps the same order)
         classes = list(dm.classes) if getattr(dm, "classes", None) else None
         fit_start = time.perf_counter()
-        hist_ref: list[History] = []
 
         def run_id(i: int) -> str | None:
             return runs.run_ids[i] if runs is not None else None
@@ -218,7 +217,7 @@ class PopulationRunner:
                 runs.finish(
                     i, status, None if failed else summary, records, matrix, classes, reason if failed else None
                 )
-            end(i, TrialOutcome(state, summary, run_id(i), reason))
+            end(i, TrialOutcome(state, {} if state == "FAIL" else summary, run_id(i), reason))
 
         def test(positions: list[int]) -> Any:
             index = torch.tensor(positions, dtype=torch.long)
@@ -231,7 +230,6 @@ class PopulationRunner:
             )
 
         def report(epoch: int, hist: History) -> list[int]:
-            hist_ref[:] = [hist]
             stopped: list[tuple[int, str, str]] = []
             for i in active:
                 if runs is not None:

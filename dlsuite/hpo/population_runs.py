@@ -107,8 +107,10 @@ class MemberRuns:
         """Queue member ``i``'s metrics of ``epoch`` (step ``epoch``, as the sequential logger steps them)."""
         from mlflow.entities import Metric
 
+        start = time.perf_counter()
         ts = int(time.time() * 1000)
         self._ready.setdefault(i, []).extend(Metric(k, float(v), ts, epoch) for k, v in metrics.items())
+        self.seconds += time.perf_counter() - start
 
     def epoch_done(self) -> None:
         """Hand the queued epochs to the writer thread when ``min_interval_s`` has passed since the last write."""
