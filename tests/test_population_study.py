@@ -47,6 +47,7 @@ def test_macro_f1_and_accuracy_agree_with_torchmetrics() -> None:
         assert float(f1[p]) == pytest.approx(float(expected), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_population_study_records_every_member_as_a_sequential_trial_is_recorded(store: str, tmp_path: Path) -> None:
     # ~40 s on the 2-core CPU: 8 trials as two populations of 4, then one sequential trial to compare with
     spec = load_study_spec(write_study(tmp_path, SPACE, name="pop"), ["population=4", "tracking.plots=true"])
@@ -153,6 +154,7 @@ def test_a_bad_population_is_refused_with_exit_2_and_nothing_written(
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_a_compare_study_trains_compatible_variants_together(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
