@@ -213,6 +213,7 @@ def test_sigkill_mid_population_loses_nothing_and_leaves_nothing_running(store: 
     assert sum(1 for t in after if t.state.is_finished() and not t.user_attrs.get("dlsuite.requeued")) == target
 
 
+@pytest.mark.slow
 @pytest.mark.services
 def test_every_member_keeps_its_lease_on_postgresql(
     store: str,
