@@ -62,7 +62,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         spec = args.spec
     gpus = _gpus(args.gpus)
     if args.check:
-        from dlsuite.hpo.batch import check_lines
+        from dlsuite.hpo.grouping import check_lines
 
         print(f"study {spec.name}: valid ({spec.type}, {len(spec.space or spec.variants)} keys/variants)")
         print("\n".join(check_lines(spec)))

@@ -223,7 +223,7 @@ def enqueue_pairs(study: optuna.Study, spec: StudySpec) -> int:
         (t.system_attrs.get("fixed_params", {}).get("variant"), t.system_attrs.get("fixed_params", {}).get("seed"))
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     }
-    from dlsuite.hpo.batch import order_pairs
+    from dlsuite.hpo.grouping import order_pairs
 
     added = 0
     for variant, seed in order_pairs(spec, spec.pairs()):
