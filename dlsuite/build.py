@@ -265,8 +265,12 @@ def components(cfg: RunConfig, input_shape: tuple[int, ...]) -> Components:
 
 def describe(parts: RunParts) -> dict[str, Any]:
     """Facts about the built run, logged as params: data sizes, parameter count, cost."""
+    return facts(parts.data, parts.model)
+
+
+def facts(dm: Any, model: Any) -> dict[str, Any]:
+    """:func:`describe` from a loaded data module and a model (a population logs its members' from one)."""
     from dlsuite.models import count_params
     from dlsuite.models.cost import model_cost
 
-    dm, model = parts.data, parts.model
     return {**dm.describe(), "model.num_params": count_params(model), **model_cost(model, dm.splits["train"][0][:1])}

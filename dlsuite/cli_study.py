@@ -34,6 +34,13 @@ def precheck_study_run(args: argparse.Namespace) -> None:
         spec = spec.model_copy(update={"storage": args.storage})
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
+    if args.population is not None:
+        if args.population < 1:
+            raise ConfigError(
+                f"--population must be a whole number >= 1 (trials trained at once; 1: one by one), "
+                f"got {args.population}"
+            )
+        spec = spec.model_copy(update={"population": args.population})
     _gpus(args.gpus)
     check_storage(resolve_storage(spec.storage))
     base = spec.run_config()
@@ -55,7 +62,10 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         spec = args.spec
     gpus = _gpus(args.gpus)
     if args.check:
+        from dlsuite.hpo.grouping import check_lines
+
         print(f"study {spec.name}: valid ({spec.type}, {len(spec.space or spec.variants)} keys/variants)")
+        print("\n".join(check_lines(spec)))
         return 0
     from dlsuite.hpo.storage import redact
     from dlsuite.hpo.study import run_study
@@ -116,6 +126,13 @@ def add_study(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     r = ss.add_parser("run", help="run or resume a study file", description=cmd_study_run.__doc__)
     r.add_argument("file", help="study YAML (see studies/ and docs/studies.md)")
     r.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage (default 1)")
+    r.add_argument(
+        "--population",
+        type=int,
+        metavar="P",
+        help="ask up to P trials at once and train those that share their structure as one vectorised population "
+        "(default: the study file's 'population', else 1: one trial at a time); see docs/studies.md",
+    )
     r.add_argument("--gpus", help="GPU ids the workers are pinned to round-robin, e.g. 0,1 (default: all visible)")
     r.add_argument(
         "--set",

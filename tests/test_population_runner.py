@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import optuna
 import pytest
 
@@ -12,6 +13,7 @@ from dlsuite.hpo.population import PopulationRunner
 from dlsuite.hpo.runner import TrialContext
 from dlsuite.population.group import describe, plan
 from dlsuite.population.train import History, build_population, fit
+from dlsuite.tracking import record
 from tests.conftest import tiny_config
 from tests.test_population import sequential
 
@@ -69,8 +71,8 @@ def test_a_group_the_population_cannot_train_fails_with_the_reason(store: str) -
     outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=False))
     assert {o.state for o in outcomes} == {"FAIL"}
     assert "regularization.mixup_alpha=0.2 is not vectorised yet" in str(outcomes[0].reason)
-    outcomes = PopulationRunner().run_group(cfgs[1:], [study.ask()], _ctx(prune=False, monitor="val_f1"))
-    assert "cannot prune on 'val_f1'" in str(outcomes[0].reason)
+    outcomes = PopulationRunner().run_group(cfgs[1:], [study.ask()], _ctx(prune=False, monitor="val_top5"))
+    assert "cannot prune on 'val_top5'" in str(outcomes[0].reason)
 
 
 def test_plan_groups_same_structure_configs_and_says_why_others_fall_back() -> None:
@@ -108,7 +110,12 @@ def test_a_diverging_member_fails_alone(store: str) -> None:
     outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], _ctx(prune=True))
     assert outcomes[0].state == "COMPLETE"
     assert outcomes[1].state == "FAIL"
-    assert outcomes[1].reason == "diverged: validation loss is not finite at epoch 0"
+    assert outcomes[1].reason == "diverged: the loss is not finite at epoch 0"
+    client = mlflow.MlflowClient(store)
+    failed, finished = client.get_run(str(outcomes[1].run_id)), client.get_run(str(outcomes[0].run_id))
+    assert failed.info.status == "FAILED" and "not finite" in failed.data.tags[record.ERROR]
+    assert finished.info.status == "FINISHED" and "test_acc" in finished.data.metrics
+    assert failed.data.tags[record.POPULATION] == finished.data.tags[record.POPULATION]
 
 
 def test_members_left_out_of_a_population_leave_the_others_unchanged(store: str) -> None:

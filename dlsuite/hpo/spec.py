@@ -179,6 +179,10 @@ class StudySpec(_Strict):
     ``mlruns/optuna/journal.log``."""
     experiment: str | None = None
     """MLflow experiment of the parent and trial runs (default: the study name)."""
+    population: int = Field(1, ge=1)
+    """Train up to this many trials at once as populations (``--population``; docs/studies.md,
+    "Populations"): a worker asks Optuna for up to this many trials, and those that share their structure
+    train as one vectorised model; the others run one by one. 1 (the default) runs every trial alone."""
     select_on_test: bool = False
     """``search``: allow a test metric as objective. Off by default: hyperparameters chosen on the test set
     make the best trial's test accuracy an optimistic estimate; select on validation data instead."""

@@ -58,6 +58,7 @@ def tune_spec(spec: StudySpec, variant: str, tune: TuneSpec) -> StudySpec:
             "seed": spec.seed,
             "storage": spec.storage,
             "experiment": spec.mlflow_experiment,
+            "population": spec.population,
         }
     )
 

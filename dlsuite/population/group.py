@@ -86,6 +86,11 @@ def _matches(key: str, names: Sequence[str]) -> bool:
     return any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)
 
 
+def varies_per_member(key: str) -> bool:
+    """Whether config key ``key`` may differ between the members of one population (or is ignored)."""
+    return _matches(key, PER_MEMBER + IGNORED)
+
+
 @functools.cache
 def _defaults() -> dict[str, Any]:
     return dict(_flat(RunConfig().to_dict()))

@@ -130,11 +130,42 @@ class Stacked:
         out, new = self._train(self.params, self.buffers, x)
         return out, new
 
-    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(P, N, C)`` of every member on the same inputs ``x`` ``(N, ...)``."""
+    def forward_eval(self, x: torch.Tensor, state: Tensors | None = None) -> torch.Tensor:
+        """Logits ``(P, N, C)`` of every member on the same inputs ``x`` ``(N, ...)``; with ``state``
+        (stacked parameters and buffers by name, e.g. each member's best epoch) instead of the current ones."""
         self.template.eval()
-        out: torch.Tensor = self._eval(self.params, self.buffers, x)
+        params = self.params if state is None else {k: state[k] for k in self.params}
+        buffers = self.buffers if state is None else {k: state[k] for k in self.buffers}
+        out: torch.Tensor = self._eval(params, buffers, x)
         return out
+
+    def forward_train_probed(
+        self, x: torch.Tensor, modules: Sequence[str]
+    ) -> tuple[torch.Tensor, Tensors, torch.Tensor]:
+        """:meth:`forward_train` that also returns each member's activation statistics ``(P, len(modules))``
+        of the named modules (:func:`dlsuite.population.diagnostics.activation_hook`)."""
+        from dlsuite.population.diagnostics import activation_hook
+
+        def one(params: Tensors, buffers: Tensors, xb: torch.Tensor) -> tuple[torch.Tensor, Tensors, torch.Tensor]:
+            sinks: list[list[torch.Tensor]] = [[] for _ in modules]
+            hooks = [
+                self.template.get_submodule(m).register_forward_hook(
+                    activation_hook(self.template.get_submodule(m), sink)
+                )
+                for m, sink in zip(modules, sinks, strict=True)
+            ]
+            try:
+                out, new = self._one_train(params, buffers, xb)
+            finally:
+                for h in hooks:
+                    h.remove()
+            # a module called several times in a forward: the mean of its calls, as the callback's sums give
+            stats = [torch.stack(sink).mean() if sink else out.new_tensor(float("nan")) for sink in sinks]
+            return out, new, torch.stack(stats)
+
+        self.template.train()
+        logits, new, stats = vmap(one, in_dims=(0, 0, 0), randomness="different")(self.params, self.buffers, x)
+        return logits, new, stats
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the members at ``index`` (a new, smaller stack; parameters stay leaves)."""

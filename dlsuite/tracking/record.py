@@ -25,6 +25,9 @@ PROTOCOL = "dlsuite.protocol"
 """``kfold`` or ``bagging`` on the parent run of members."""
 FOLD = "dlsuite.fold"
 MEMBER = "dlsuite.member"
+POPULATION = "dlsuite.population"
+"""On a trial run trained in a population (``study run --population``): the population's name,
+``<owner host:pid:start>/<8 hex>``, the same on every member's run."""
 FINDER = "dlsuite.finder"
 """``lr`` or ``batch_size``: a run recorded by the learning-rate / batch-size finder."""
 
