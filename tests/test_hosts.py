@@ -25,7 +25,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks.hosts import own_hostnames, start_host, write_study
+from benchmarks.hosts import own_hostnames, start_host, warm_data, write_study
 from dlsuite.hpo.storage import open_storage
 from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR
 from dlsuite.tracking import record
@@ -33,6 +33,9 @@ from tests.test_multihost import free_port, pg_url, start_server, stop_server  #
 
 N_TRIALS = 60
 KILLS = 10
+# Trials of a few seconds: a restarted host takes a few trials' time to start (three Python processes
+# importing torch), so that ten kills fit in a 60-trial study while the other hosts go on.
+EPOCHS = 3
 LEASE_S = 6  # heartbeats every 1 s; the default lease is 60 s
 BAD = ("database is locked", "OperationalError", "Connection refused", "could not connect", "Traceback")
 
@@ -65,7 +68,8 @@ def running_on(study: optuna.Study, pids: set[int]) -> list[optuna.trial.FrozenT
 @pytest.mark.slow
 def test_three_hosts_one_study_through_ten_host_kills(
     tmp_path: Path,
-    pg_url: str,
+    data_cache: Path,
+    pg_url: str,  # noqa: F811  the fixture imported above
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """60 counted trials reached by three hosts while one host at a time is killed (SIGKILL to its
@@ -82,8 +86,9 @@ def test_three_hosts_one_study_through_ten_host_kills(
     try:
         for folder in folders:
             folder.mkdir()
-            study_file = write_study(folder, "hosts", N_TRIALS)  # each host its own copy
-            hosts.append(start_host(folder, study_file, pg_url, tracking, 2, lease))
+            study_file = write_study(folder, "hosts", N_TRIALS, EPOCHS)  # each host its own copy
+            warm_data(study_file, data_cache)  # once; each host gets its own copy of the cache
+            hosts.append(start_host(folder, study_file, pg_url, tracking, 2, lease, data_cache))
         storage = open_storage(pg_url)
         end = time.time() + 900
         while "hosts" not in optuna.study.get_all_study_names(storage):
@@ -96,7 +101,7 @@ def test_three_hosts_one_study_through_ten_host_kills(
             time.sleep(rng.uniform(0.5, 4.0))  # a random moment, then the next host found mid-trial
             while True:
                 assert time.time() < end, f"only {kills} kills before the time limit"
-                assert all(h.poll() is None for h in hosts), "a host ended before the ten kills: study too short"
+                assert all(h.poll() is None for h in hosts), f"a host ended after {kills} kills: too short"
                 busy = [i for i, h in enumerate(hosts) if running_on(study, group_pids(h.pid))]
                 if len(busy) >= 2:  # one to kill, and at least one other host going on
                     break
