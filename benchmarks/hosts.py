@@ -31,21 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.test_studies import CNN, SEARCH, TINY  # the tiny MNIST-1D trials the study tests run
+
 ROOT = Path(__file__).resolve().parents[1]
-CNN = ROOT / "configs" / "mnist1d_cnn.yaml"
-# Tiny trials (about a second each on a 2-core CPU): the figures measure the study's overhead.
-TINY = [
-    "data.train_samples=300",
-    "data.args.val_samples=200",
-    "model.width=8",
-    "tracking.log_checkpoint=false",
-    "tracking.plots=false",
-]
-SPACE = """space:
-  optim.lr: {type: float, low: 1e-3, high: 3e-2, log: true}
-  data.batch_size: [32, 64]
-metric: best_val_acc
-"""
 PG = os.environ.get("DLSUITE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
@@ -53,7 +41,8 @@ def write_study(folder: Path, name: str, n_trials: int, epochs: int = 1) -> Path
     """The study file (MNIST-1D CNN base, tiny overrides, a two-parameter space) in ``folder``."""
     path = folder / f"{name}.yaml"
     overrides = "\n".join(f"  - {o}" for o in [*TINY, f"trainer.max_epochs={epochs}"])
-    path.write_text(f"name: {name}\nbase: {CNN}\noverrides:\n{overrides}\n{SPACE}n_trials: {n_trials}\n")
+    body = SEARCH.replace("n_trials: 3", f"n_trials: {n_trials}")
+    path.write_text(f"name: {name}\nbase: {CNN}\noverrides:\n{overrides}\n{body}")
     return path
 
 
