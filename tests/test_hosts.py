@@ -1,5 +1,5 @@
-"""Three "hosts" on one study, sharing nothing but the PostgreSQL URL and a tracking server's address,
-one of them killed with SIGKILL ten times and restarted, as a user or a SLURM requeue would.
+"""Three "hosts" on one study, sharing nothing but the PostgreSQL URL and a tracking server's address;
+ten times a host running a trial is killed with SIGKILL and restarted, as a user or a SLURM requeue would.
 
 Each host is a process group started by :func:`benchmarks.hosts.start_host`: ``dlsuite study run FILE
 --workers 2 --storage PG --tracking-uri http://...`` in its own working folder, with its own HOME,
