@@ -95,3 +95,30 @@ def test_a_hung_workers_trial_is_failed_and_requeued_when_its_lease_expires(
     retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == number]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
     assert retry[0].system_attrs["fixed_params"] == crashed.params
+
+
+def test_a_run_its_dead_worker_never_linked_to_the_trial_is_ended_with_the_trial(store: str, tmp_path: Path) -> None:
+    # The worker died after creating its trial's MLflow run (tagged with study and trial number at
+    # creation) but before writing the run id into the trial: recovery finds the run by its tags.
+    import subprocess
+
+    from dlsuite.tracking import record
+
+    spec = load_study_spec(write_study(tmp_path, SEARCH, name="unlinked"))
+    url = resolve_storage(spec.storage)
+    study = open_study(spec, url)
+    trial = study.ask()
+    suggest(trial, spec)
+    dead = subprocess.Popen(["sleep", "60"])
+    trial.set_user_attr(OWNER_ATTR, owner_id(dead.pid))
+    dead.kill()
+    dead.wait()
+    client = MlflowClient(store)
+    exp = client.create_experiment("unlinked-exp")
+    orphan = client.create_run(exp, tags={record.STUDY: spec.name, record.TRIAL: str(trial.number)}).info.run_id
+    bystander = client.create_run(exp, tags={record.STUDY: spec.name, record.TRIAL: "99"}).info.run_id
+    with budget_lock(url, spec.name):
+        assert recover(study, client, locked=True) == [trial.number]
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(orphan).data.tags[record.STATE] == "FAIL"
+    assert client.get_run(bystander).info.status == "RUNNING"

@@ -74,7 +74,28 @@ def fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str, client: A
     if params:
         kept = {k: v for k, v in t.user_attrs.items() if k in ("variant", "seed")}
         study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
-    mlflow_end(client, t.user_attrs.get(RUN_ID_ATTR), "FAIL", reason)
+    for run_id in {t.user_attrs.get(RUN_ID_ATTR), *unlinked_runs(client, study.study_name, t.number)} - {None}:
+        mlflow_end(client, run_id, "FAIL", reason)
+
+
+def unlinked_runs(client: Any, study_name: str, number: int) -> list[str]:
+    """RUNNING MLflow runs tagged as trial ``number`` of ``study_name``.
+
+    A worker that dies between creating its trial's run (tagged at creation) and writing the run id
+    into the trial leaves a run the trial does not name; found by its tags, it is ended with the trial.
+    """
+    if client is None:
+        return []
+    try:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        flt = (
+            f"tags.`{record.STUDY}` = '{study_name}' and tags.`{record.TRIAL}` = '{number}'"
+            " and attributes.status = 'RUNNING'"
+        )
+        return [r.info.run_id for r in client.search_runs(ids, flt, max_results=100)] if ids else []
+    except Exception as exc:  # noqa: BLE001  the store may be unreachable; the trial state matters more
+        log.warning("could not look for trial %d's unlinked runs: %s", number, exc)
+        return []
 
 
 def leased_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
