@@ -5,10 +5,11 @@
 #   device run, carry [".whl"]:  bash benchmarks/gpu_check.sh tests    # GPU tests: sync-free step, fast paths, OOM trial, pinned workers
 #                                bash benchmarks/gpu_check.sh bench    # 3 recipes, plain; CUDA graphs; bf16
 #                                bash benchmarks/gpu_check.sh study    # quick study: trials/hour, 1 and 4 workers on GPU 0
+#                                bash benchmarks/gpu_check.sh population  # issue 13: P up to 1024, a population study, 32 seeds
 #
 # Figures and logs go to $OUT (the device tool brings them back).
 set -uo pipefail
-part=${1:?usage: gpu_check.sh tests|bench|study}
+part=${1:?usage: gpu_check.sh tests|bench|study|population}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/dlsuite-gpu}
@@ -31,6 +32,13 @@ study)
     --study studies/quick.yaml --study-set trainer.accelerator=gpu
   run study_4 python3 -m benchmarks.bench --device cuda --recipes mnist1d_cnn --modes dlsuite --repeats 1 --tiny \
     --study studies/quick.yaml --study-set trainer.accelerator=gpu --study-workers 4 ;;
+population)
+  # model-steps/s of one population step at P up to 1024 against the hand-written loop of one model
+  run pop_steps python3 -m benchmarks.population --device cuda --sizes 1,16,64,256,1024 --repeats 3
+  # trials/hour of the quick study, sequential vs populations of 12, on the GPU (target: >= 30x)
+  run pop_study python3 -m benchmarks.population_study --population 12 --set trainer.accelerator=gpu
+  # runs/hour of 32 seeds of the MNIST-1D CNN, one run each vs one population
+  run pop_seeds python3 -m benchmarks.population --seeds32 --epochs 20 --repeats 1 --device cuda ;;
 *)
-  echo "unknown part $part: tests, bench or study" >&2; exit 2 ;;
+  echo "unknown part $part: tests, bench, study or population" >&2; exit 2 ;;
 esac
