@@ -146,11 +146,17 @@ def study_cli(
     )
 
 
-def check_one_study(url: str, tracking: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
-    """Exactly ``n`` COMPLETE trials numbered 0..n-1, one MLflow child run per trial under one parent."""
+def check_one_study(
+    url: str, tracking: str, name: str, n: int, outs: list[str] | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``n`` COMPLETE trials numbered 0..n-1, one MLflow child run per trial under one parent.
+
+    ``outs`` (the processes' output) goes into the message when a trial did not complete.
+    """
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     trials = study.trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * n
+    reasons = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state != TrialState.COMPLETE}
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n, (reasons, [o[-4000:] for o in outs or []])
     assert sorted(t.number for t in trials) == list(range(n))
     client = mlflow.MlflowClient(tracking)
     exp = client.get_experiment_by_name(name)
@@ -232,7 +238,7 @@ def test_two_independent_study_runs_share_one_exact_budget(
         procs.append(study_cli(args, host, f"http://127.0.0.1:{free_port()}", data_cache, epochs=4))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    trials = check_one_study(pg_url, tracking_server, "pgb", 6)
+    trials = check_one_study(pg_url, tracking_server, "pgb", 6, outs)
     for out in outs:
         for bad in ("database is locked", "Traceback", "OperationalError", "Connection refused"):
             assert bad not in out

@@ -117,6 +117,18 @@ def test_budget_and_compare_schema_are_checked(store: str, tmp_path: Path) -> No
     assert spec.n_trials == 10 and spec.seeds == [0, 1, 2, 3, 4]  # 5 seeds by default
 
 
+def test_command_line_run_keys_win_over_a_variants_own(store: str, tmp_path: Path) -> None:
+    body = "type: compare\nseeds: [0]\nvariants: {long: [trainer.max_epochs=30, optim.lr=0.02], plain: []}\n"
+    path = write_study(tmp_path, body)
+    assert load_study_spec(path).run_config(variant="long").trainer.max_epochs == 30
+    spec = load_study_spec(path, ["trainer.max_epochs=1"])
+    for variant in ("long", "plain"):
+        assert spec.run_config(variant=variant).trainer.max_epochs == 1
+    assert spec.run_config(variant="long").optim.lr == 0.02  # the rest of the variant stays
+    with pytest.raises(ConfigError, match="--set"):
+        load_study_spec(write_study(tmp_path, body + "sets: [trainer.max_epochs=1]\n"))
+
+
 def test_trials_skip_diagnostics_pngs_unless_the_study_asks(tmp_path: Path) -> None:
     spec = load_study_spec(write_study(tmp_path, SEARCH))
     cfg = spec.run_config({"optim.lr": 0.01, "data.batch_size": 32})

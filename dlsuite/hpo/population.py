@@ -196,14 +196,7 @@ class PopulationRunner:
 
         def finish(i: int, state: str, hist: History, epochs: int, reason: str | None, scores: Any, p: int) -> None:
             records = member_history(hist, i, epochs)
-            test = {}
-            if scores is not None:
-                test = {
-                    "test_loss": float(scores.loss[p]),
-                    "test_acc": float(scores.acc[p]),
-                    "test_f1": float(scores.f1[p]),
-                }
-            summary = summarize_run(records, test)
+            summary = summarize_run(records, scores.member(p, "test") if scores is not None else {})
             summary["num_params"] = float(run_facts["model.num_params"])
             summary["fit_time_s"] = time.perf_counter() - fit_start
             summary.update(cost_metrics(run_facts))

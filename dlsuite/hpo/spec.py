@@ -157,6 +157,9 @@ class StudySpec(_Strict):
     """``search``: config key -> distribution."""
     variants: dict[str, list[str]] = Field(default_factory=dict)
     """``compare``: variant name -> ``key=value`` overrides."""
+    sets: list[str] = Field(default_factory=list)
+    """Run keys given with ``--set`` on the command line: applied after the variants' overrides, so
+    ``--set trainer.max_epochs=1`` holds for a variant that sets its own epochs (not a study file key)."""
     tune: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``compare``: variant name -> its own small search run before its seeds
     (``{space: {...}, n_trials: 8, metric: best_val_acc}``), so each remedy is compared at a good strength."""
@@ -284,10 +287,12 @@ class StudySpec(_Strict):
         return [(v, s) for v in self.variants for s in self.seeds]
 
     def run_config(self, params: dict[str, Any] | None = None, variant: str | None = None) -> RunConfig:
-        """The run config of one trial: base, study overrides, variant overrides, then the trial's params."""
+        """The run config of one trial: base, study overrides, variant overrides, ``--set`` run keys, then
+        the trial's params."""
         data = apply_overrides(self.base, self.overrides)
         if variant is not None:
             data = apply_overrides(data, self.variants[variant])
+        data = apply_overrides(data, self.sets)
         for key, value in (params or {}).items():
             set_dotted(data, key, value)
         data.setdefault("name", self.name)
@@ -395,13 +400,16 @@ def load_study_spec(path: str | Path, sets: list[str] | None = None) -> StudySpe
     """Read a study file, resolve its base config, apply ``--set`` overrides, validate.
 
     ``--set`` keys whose first part is a run config section (``trainer.max_epochs=1``), or that start
-    with ``run.``, are appended to the run overrides; the others set study keys (``n_trials=3``).
+    with ``run.``, go to :attr:`StudySpec.sets` (applied after every override of the file, variants
+    included); the others set study keys (``n_trials=3``).
     """
     p = Path(path)
     data = yamlio.load(p, "study file")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid study file {p}: the top level must be a mapping")
     data.setdefault("name", p.stem)
+    if "sets" in data:
+        raise ConfigError(f"invalid study file {p}: 'sets' is the command line's (--set); use 'overrides'")
     run_sets: list[str] = []
     study_sets: list[str] = []
     for item in sets or []:
@@ -422,7 +430,7 @@ def load_study_spec(path: str | Path, sets: list[str] | None = None) -> StudySpe
         base = loaded if isinstance(loaded, dict) else {}
         base.pop("name", None)
     data["base"] = base
-    data["overrides"] = [*(data.get("overrides") or []), *run_sets]
+    data["sets"] = run_sets
     spec = build_study_spec(data, str(p))
     validate(spec)
     return spec

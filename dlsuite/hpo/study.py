@@ -376,7 +376,7 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
         "study.pruner": spec.pruner.name,
         "study.objectives": ", ".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
         "study.space": json.dumps(spec.model_dump(mode="json")["space"] or spec.variants)[:6000],
-        "study.overrides": json.dumps(spec.overrides)[:6000],
+        "study.overrides": json.dumps([*spec.overrides, *spec.sets])[:6000],
         "study.seed": spec.seed,
     }
     log_params(client, run_id, params)

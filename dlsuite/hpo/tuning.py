@@ -43,7 +43,7 @@ def tuned_params(study: optuna.Study, variant: str) -> dict[str, Any]:
 
 def tune_spec(spec: StudySpec, variant: str, tune: TuneSpec) -> StudySpec:
     """The search study that tunes ``variant``: its config, the first seed, the variant's space."""
-    base = apply_overrides(apply_overrides(spec.base, spec.overrides), spec.variants[variant])
+    base = apply_overrides(apply_overrides(spec.base, spec.overrides), [*spec.variants[variant], *spec.sets])
     return StudySpec.model_validate(
         {
             "name": f"{spec.name}.tune.{variant}",

@@ -50,6 +50,14 @@ class Scores:
     f1: torch.Tensor
     confusion: torch.Tensor
 
+    def member(self, i: int, stage: str) -> dict[str, float]:
+        """Member ``i``'s numbers named as the task logs them (``val_loss``, ``test_acc``, ...)."""
+        return {
+            f"{stage}_loss": float(self.loss[i]),
+            f"{stage}_acc": float(self.acc[i]),
+            f"{stage}_f1": float(self.f1[i]),
+        }
+
 
 @dataclass
 class Population:
@@ -97,6 +105,13 @@ class Population:
         if self.last_penalty is not None:
             self.last_penalty = self.last_penalty[index.to(self.last_penalty.device)]
 
+    def load_best(self) -> None:
+        """Give the stack each member's best weights (after training: they are no optimiser's leaves)."""
+        if self.best is not None:
+            st = self.stacked
+            st.params = {k: self.best[k].clone() for k in st.params}
+            st.buffers = {k: self.best[k].clone() for k in st.buffers}
+
     def remember_best(self, score: torch.Tensor, mode: str) -> None:
         """Keep each member's weights where ``score`` ``(P,)`` beats its best so far (strictly, as
         Lightning's ``ModelCheckpoint`` does; the first epoch always counts)."""
@@ -108,6 +123,7 @@ class Population:
             return
         better = score > self.best_score if mode == "max" else score < self.best_score
         better &= ~torch.isnan(score)
+        better |= torch.isnan(self.best_score) & ~torch.isnan(score)  # a NaN best gives way to any number
         for k, v in state.items():
             mask = better.to(v.device).view(-1, *([1] * (v.dim() - 1)))
             self.best[k] = torch.where(mask, v.detach(), self.best[k])

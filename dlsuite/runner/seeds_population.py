@@ -26,10 +26,9 @@ import torch
 
 from dlsuite.config import RunConfig
 from dlsuite.models.cost import cost_metrics
-from dlsuite.population.evaluate import BestWeights, Scores, evaluate
 from dlsuite.population.members import member_model
 from dlsuite.population.schedule import rate_table
-from dlsuite.population.train import History, build_population, fit
+from dlsuite.population.train import History, Scores, build_population, evaluate, fit
 from dlsuite.runner.seeds import Member, _member_name, seed_config
 from dlsuite.tracking import record
 
@@ -126,11 +125,11 @@ class _Children:
             self.end(i, status, error)
 
 
-def _row(hist: History, val: Scores | None, lrs: torch.Tensor, e: int, i: int) -> dict[str, float]:
+def _row(hist: History, lrs: torch.Tensor, e: int, i: int) -> dict[str, float]:
     """Member ``i``'s record of epoch ``e``, with the keys and order of the sequential task's ``history``."""
     row = {"epoch": float(e), "train_loss": hist.train_loss[e][i], "train_acc": hist.train_acc[e][i]}
-    if val is not None:
-        row.update(val.member(i, "val"))
+    if hist.val_loss:
+        row.update(val_loss=hist.val_loss[e][i], val_acc=hist.val_acc[e][i], val_f1=hist.val_f1[e][i])
         row["gap_acc"] = row["train_acc"] - row["val_acc"]
         row["gap_loss"] = row["val_loss"] - row["train_loss"]
     row["lr"] = float(lrs[e, i])
@@ -165,12 +164,9 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
     x, y = (t.to(device) for t in dm.splits["train"])
     xv, yv = (t.to(device) for t in dm.splits["val"])
     has_val = len(yv) > 0
-    monitor = cfg.trainer.checkpoint_monitor.removeprefix("val_")
-    best = BestWeights(pop.stacked, cfg.trainer.checkpoint_mode) if has_val else None
     steps = -(-len(x) // cfg.data.batch_size)
     epochs = cfg.trainer.max_epochs
     lrs = rate_table([c.optim for c in cfgs], epochs, steps)[0][::steps]  # (epochs, P): each epoch's first rate
-    scores: list[Scores | None] = []
     diverged: dict[int, int] = {}
     timer, last_flush = EpochTimer(), time.perf_counter()
     show = cfg.trainer.progress_bar and sys.stderr.isatty()  # the sequential run's bar shows epochs too
@@ -179,19 +175,13 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
 
     def on_epoch(epoch: int, hist: History) -> list[int] | None:
         nonlocal last_flush
-        val = (
-            evaluate(pop.stacked, xv, yv, cfg.data.eval_batch_size, dm.num_classes, pop.smoothing) if has_val else None
-        )
-        scores.append(val)
-        if best is not None and val is not None:
-            best.update(pop.stacked, getattr(val, monitor))
         for i in range(len(cfgs)):
             if i in diverged:
                 continue
             if not math.isfinite(hist.train_loss[epoch][i]):
                 diverged[i] = epoch  # its run fails, as a sequential run stops on a NaN loss; the others go on
             if children is not None:
-                children.add_epoch(i, _row(hist, val, lrs, epoch, i))
+                children.add_epoch(i, _row(hist, lrs, epoch, i))
         if children is not None and time.perf_counter() - last_flush >= FLUSH_S:
             children.flush()
             last_flush = time.perf_counter()
@@ -204,22 +194,22 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
 
     log_s = 0.0
     start = time.perf_counter()
-    hist = fit(pop, (x, y), None, on_epoch=on_epoch)
+    hist = fit(pop, (x, y), (xv, yv) if has_val else None, on_epoch=on_epoch)  # keeps pop.best
     fit_s = time.perf_counter() - start
     if children is not None:
         log_s = children.seconds
         children.flush()
-    if best is not None and cfg.trainer.test_checkpoint == "best":
-        best.load_into(pop.stacked)
+    if cfg.trainer.test_checkpoint == "best":
+        pop.load_best()  # as a sequential run tests its best checkpoint (no validation: the last weights)
     xt, yt = (t.to(device) for t in dm.splits["test"])
-    test = evaluate(pop.stacked, xt, yt, cfg.data.eval_batch_size, dm.num_classes, pop.smoothing)
+    test = evaluate(pop.stacked, xt, yt, cfg.data.eval_batch_size, pop.smoothing)
     shared = {"num_params": float(prep.facts["model.num_params"]), "fit_time_s": fit_s, **cost_metrics(prep.facts)}
     shared.update(timer.summary())
     if timer.epoch_seconds:
         shared["mlflow_log_fraction"] = log_s / sum(timer.epoch_seconds)
     out: list[Member] = []
     for i, c in enumerate(cfgs):
-        rows = [_row(hist, val, lrs, e, i) for e, val in enumerate(scores)]
+        rows = [_row(hist, lrs, e, i) for e in range(len(hist.train_loss))]
         if i in diverged:
             loss = rows[diverged[i]]["train_loss"]
             why = f"training diverged: the loss became {loss} in epoch {diverged[i]}; lower optim.lr or set grad_clip"
@@ -229,7 +219,7 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
             continue
         summary = {**summarize_run(rows, test.member(i, "test")), **shared}
         if children is not None:
-            _log_end(children, i, c, prep, pop, test, yt, rows, summary)
+            _log_end(children, i, c, prep, pop, test, rows, summary)
         out.append((summary, rows, None))
     return out
 
@@ -241,7 +231,6 @@ def _log_end(
     prep: Prepared,
     pop: Any,
     test: Scores,
-    yt: torch.Tensor,
     rows: list[dict[str, float]],
     summary: dict[str, float],
 ) -> None:
@@ -260,7 +249,7 @@ def _log_end(
             out = Path(tmp)
             plots.learning_curves(rows, out / "learning_curves.png")
             classes = dm.classes or [str(k) for k in range(dm.num_classes)]
-            matrix = test.confusion(i, yt, dm.num_classes).cpu().numpy()
+            matrix = test.confusion[i].cpu().numpy()
             plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png", split="test")
             for name in ("learning_curves.png", "confusion_matrix.png"):
                 client.log_artifact(rid, str(out / name), "plots")
