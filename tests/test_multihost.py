@@ -26,6 +26,7 @@ from dlsuite.cli import main
 from dlsuite.hpo.runner import TrialOutcome
 from dlsuite.hpo.spec import load_study_spec
 from dlsuite.hpo.storage import MAX_OVERFLOW, POOL_SIZE, open_storage, resolve_storage
+from dlsuite.hpo.trials import OWNER_ATTR, REQUEUED_ATTR, RETRY_OF_ATTR
 from dlsuite.tracking import record
 from tests.test_studies import SEARCH, write_study
 
@@ -390,6 +391,31 @@ def test_connections_dropped_by_the_server_are_replaced(tmp_path: Path, pg_url: 
     work(spec.model_copy(update={"n_trials": 4}), pg_url, None, runner=InstantRunner())
     trials = optuna.load_study(study_name="ping", storage=open_storage(pg_url)).trials
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.services
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_recovered(tmp_path: Path, pg_url: str) -> None:
+    """A host killed between asking a trial (and naming its owner) and the trial's first heartbeat leaves a
+    RUNNING trial that Optuna's stale check never finds (it joins on the heartbeat table). The next worker
+    recovers it under the budget lock; the study ends at its budget instead of waiting forever. Found by
+    tests/test_hosts.py, where one such trial held three hosts until the test timed out."""
+    from dlsuite.hpo.study import open_study, work
+
+    path = write_study(tmp_path, SEARCH, name="nobeat")
+    spec = load_study_spec(path, ["tracking.enabled=false", "n_trials=3"])
+    study = open_study(spec, pg_url)
+    orphan = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)})
+    study._storage.set_trial_user_attr(orphan._trial_id, OWNER_ATTR, "another-host:4242:1")  # its dead owner
+    result = work(spec, pg_url, None, deadline=time.time() + 120, runner=InstantRunner())
+    assert result.stopped_by != "timeout"  # without the fix it waits on the orphan until the deadline
+    trials = optuna.load_study(study_name="nobeat", storage=open_storage(pg_url)).trials
+    first = trials[orphan.number]
+    assert first.state == TrialState.FAIL and first.user_attrs[REQUEUED_ATTR]
+    assert "before the trial began" in first.user_attrs["fail_reason"]
+    retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params["optim.lr"] == first.params["optim.lr"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
 @pytest.mark.services

@@ -68,9 +68,12 @@ def ask_batch(study: optuna.Study, size: int) -> list[optuna.Trial]:
         if batch and isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
             break
         trial = study.ask()
-        trial.set_user_attr(OWNER_ATTR, owner_id())
+        # The lease starts with the trial, before the owner is named: a trial seen under the lock
+        # without an owner or (on PostgreSQL) without a heartbeat was asked by a process that died
+        # in between, and is recovered at once; Optuna never finds a trial with no heartbeat stale.
         if (rdb := leased_storage(study)) is not None:
-            rdb.record_heartbeat(trial._trial_id)  # the lease starts with the trial
+            rdb.record_heartbeat(trial._trial_id)
+        trial.set_user_attr(OWNER_ATTR, owner_id())
         batch.append(trial)
     return batch
 

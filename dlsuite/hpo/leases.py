@@ -47,7 +47,7 @@ LEASE_ATTR = record.ATTR_LEASE
 
 def mlflow_end(client: Any, run_id: str | None, state: str, reason: str | None = None) -> None:
     """Tag an MLflow trial run with its Optuna state; end it KILLED if it is still RUNNING."""
-    if not run_id:
+    if not run_id or client is None:
         return
     try:
         client.set_tag(run_id, record.STATE, state)
@@ -126,8 +126,11 @@ def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]
     recovered = []
     storage = leased_storage(study)
     stale: set[int] | None = None
+    unleased: set[int] = set()
     if storage is not None:
         stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own lease check
+        if locked:  # Optuna's check skips trials that never beat: under the lock, their asker is dead
+            unleased = never_beat(storage, study._study_id)
     grace = lease_s()
     now = time.time()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -139,13 +142,26 @@ def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]
             dead, reason = True, f"worker {owner} died (killed?) while the trial ran"
         else:
             dead = lease_expired(t, now, grace)
-        if dead or (not owner and locked):
-            fail_and_requeue(study, t, reason if owner else "worker died before the trial began", client)
+        if dead or (not owner and locked) or t._trial_id in unleased:
+            began = owner and t._trial_id not in unleased
+            fail_and_requeue(study, t, reason if began else "worker died before the trial began", client)
             recovered.append(t.number)
-    if recovered:
+    if recovered and client is not None:
         reap_orphans(client)
         log.warning("study %s: trials %s were left running by dead workers; re-queued", study.study_name, recovered)
     return recovered
+
+
+def never_beat(storage: optuna.storages.RDBStorage, study_id: int) -> set[int]:
+    """Ids of the study's RUNNING trials with no heartbeat row (their worker died before its first beat)."""
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+        " WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+    )
+    with storage.engine.connect() as conn:
+        return {int(row[0]) for row in conn.execute(query, {"study": study_id})}
 
 
 def _renew(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -180,4 +196,13 @@ def lease(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-__all__ = ["LEASE_ATTR", "fail_and_requeue", "lease", "lease_expired", "leased_storage", "mlflow_end", "recover"]
+__all__ = [
+    "LEASE_ATTR",
+    "fail_and_requeue",
+    "lease",
+    "lease_expired",
+    "leased_storage",
+    "mlflow_end",
+    "never_beat",
+    "recover",
+]

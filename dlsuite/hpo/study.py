@@ -296,8 +296,7 @@ def work(
             result.stopped_by = "timeout"
             break
         with budget_lock(url, spec.name):
-            if client is not None:
-                recover(study, client, locked=True)
+            recover(study, client, locked=True)
             trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             sampler = study.sampler
@@ -480,8 +479,8 @@ def run_study(
     study = open_study(spec, url)
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     with budget_lock(url, spec.name):
+        recover(study, client, locked=True)
         if client is not None:
-            recover(study, client, locked=True)
             reap_orphans(client)  # a killed study's parent run, among others
         if spec.type == "compare":
             enqueue_pairs(study, spec)
@@ -516,9 +515,8 @@ def run_study(
                 # other workers); the study stops short of its budget only if every worker died.
                 log.warning("study %s: worker exit codes %s", spec.name, codes)
                 print(f"study {spec.name}: worker exit codes {codes}; run the study again to finish its budget")
-            if client is not None:
-                with budget_lock(url, spec.name):
-                    recover(study, client, locked=True)
+            with budget_lock(url, spec.name):
+                recover(study, client, locked=True)
         if client is not None and parent is not None:
             from dlsuite.hpo.mlflow_view import record_best
 
