@@ -466,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"trainer.channels_last={str(args.channels_last).lower()}",
         *args.set,
     ]
+    if args.threads:  # dlsuite's "auto" would pick its own count from the load and change it process-wide
+        extra.insert(0, f"trainer.threads={args.threads}")
     results = []
     with _store(args.uri):
         for name in recipes:

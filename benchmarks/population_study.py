@@ -110,12 +110,12 @@ def main() -> None:
 
     quiet()
     if args.quality:
-        quality(Path(args.study), args.population, [int(s) for s in args.quality.split(",")], args.sets)
+        quality(Path(args.study).resolve(), args.population, [int(s) for s in args.quality.split(",")], args.sets)
         return
     rates: dict[int, list[float]] = {1: [], args.population: []}
     for r in range(args.repeats):
         for size in [1, args.population] if r % 2 == 0 else [args.population, 1]:
-            fig = run_once(Path(args.study), size, args.sets)
+            fig = run_once(Path(args.study).resolve(), size, args.sets)
             rates[size].append(fig["trials_per_hour"])
             text = ", ".join(f"{k}={v:.3g}" for k, v in fig.items())
             print(f"population={size}: {text}", flush=True)

@@ -152,6 +152,45 @@ def test_signals_end_the_run_killed(
     assert run.info.status == "KILLED" and sig.name in run.data.tags[record.ERROR]
 
 
+def test_a_signal_whose_exception_python_dropped_still_ends_the_run_killed(store: str) -> None:
+    """Python runs a signal handler wherever the main thread is, also in a weakref callback, where the
+    exception it raises is printed ("Exception ignored in ...") and dropped: seen as one SIGINT in four
+    leaving ``dlsuite train`` training (SQLAlchemy's registry callbacks). The run must stop at the next
+    batch all the same, end KILLED and name the signal."""
+    import weakref
+
+    from lightning.pytorch.callbacks import Callback
+
+    from dlsuite.config import load_config
+    from dlsuite.runner.run import train
+    from dlsuite.tracking.runs import Killed
+
+    class SignalInsideACallback(Callback):
+        def on_train_batch_end(self, trainer: object, *args: object) -> None:
+            if getattr(trainer, "global_step", 0) == 2:
+
+                class Thing:
+                    pass
+
+                def dropped(_: object) -> None:
+                    os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here; its Killed is dropped
+                    for _ in range(100):
+                        pass
+
+                thing = Thing()
+                ref = weakref.ref(thing, dropped)
+                del thing
+                assert ref() is None
+
+    cfg = load_config(CONFIG, [*TINY, "trainer.max_epochs=50", "tracking.experiment=dropped"])
+    with pytest.raises(Killed, match="SIGINT"):
+        train(cfg, callbacks=[SignalInsideACallback()])
+    c = MlflowClient(store)
+    (run,) = c.search_runs([c.get_experiment_by_name("dropped").experiment_id])
+    assert run.info.status == "KILLED" and "SIGINT" in run.data.tags[record.ERROR]
+    assert len(c.get_metric_history(run.info.run_id, "train_loss")) <= 1  # stopped at once, not after 50 epochs
+
+
 def _sigkilled_run(env: dict[str, str], tmp_path: Path, c: MlflowClient) -> str:
     """Start ``dlsuite train`` on a long config, wait until its run is RUNNING, kill -9 it; the run id."""
     args = ["train", CONFIG, "--set", *TINY, "trainer.max_epochs=10000", "tracking.experiment=k9"]

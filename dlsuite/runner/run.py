@@ -75,6 +75,23 @@ class _DivergenceCheck(Callback):
             )
 
 
+class _SignalCheck(Callback):
+    """Stops training at the next batch if SIGTERM/SIGINT arrived but its exception was lost
+    (:meth:`TrackedRun.raise_if_signalled`); seen on a quiet CPU: one Ctrl-C in four left the run training."""
+
+    def __init__(self, tracked: TrackedRun) -> None:
+        self.tracked = tracked
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.tracked.raise_if_signalled()
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        self.tracked.raise_if_signalled()
+
+    def on_test_batch_start(self, *args: Any) -> None:
+        self.tracked.raise_if_signalled()
+
+
 def run_tags(cfg: RunConfig) -> dict[str, str]:
     """Tags naming what the run is, for filtering in the MLflow UI."""
     return {
@@ -234,6 +251,8 @@ def train(
                 logger = EpochMLflowLogger(tracked.client, tracked.run_id)
             timer = EpochTimer()
             extra = [timer, *step_callbacks(cfg.trainer), *(callbacks or [])]
+            if tracked is not None:
+                extra.append(_SignalCheck(tracked))
             trainer, ckpt = _trainer(cfg, ckpt_dir, logger, extra, has_val)
             start = time.perf_counter()
             try:

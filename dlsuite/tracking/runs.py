@@ -202,19 +202,44 @@ class TrackedRun:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> TrackedRun:
-        reap_orphans(self.client)
-        exp = store.experiment_id(self.client, self.experiment)
-        tags = {**self.tags, OWNER_TAG: owner_id()}
-        if self.parent_run_id:
-            tags[record.PARENT] = self.parent_run_id
-        if self.number:
-            self.run_name = self._numbered_name(exp)
-        if self.label:
-            self.run_name = f"{self.run_name} {self.label}"
-        run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        # Signals are ours before the run exists: one that lands between creating the run and taking
+        # them over would end the process by the default handler and leave the run RUNNING.
         self._install_signals()
+        try:
+            reap_orphans(self.client)
+            exp = store.experiment_id(self.client, self.experiment)
+            tags = {**self.tags, OWNER_TAG: owner_id()}
+            if self.parent_run_id:
+                tags[record.PARENT] = self.parent_run_id
+            if self.number:
+                self.run_name = self._numbered_name(exp)
+            if self.label:
+                self.run_name = f"{self.run_name} {self.label}"
+            run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
+            self.run_id = run.info.run_id
+            self.raise_if_signalled()
+        except BaseException as exc:  # __exit__ is not called when __enter__ raises: end the run here
+            if self.run_id:
+                self.__exit__(type(exc), exc, exc.__traceback__)
+            else:
+                self._restore_signals()
+            raise
         return self
+
+    def raise_if_signalled(self) -> None:
+        """Raise :class:`Killed` if SIGTERM/SIGINT arrived, even when its exception was lost.
+
+        Python runs a signal handler wherever the main thread is, also inside a ``__del__`` or a callback
+        from C code, where a raised exception is printed and dropped; the handler records the signal
+        first, so callers that check here at safe points (each training batch) stop all the same.
+        """
+        if self._signal:
+            raise Killed(self._signal)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
     def _numbered_name(self, exp: str) -> str:
         # The latest runs of that name suffice: numbers grow with start time. Two runs started in the
@@ -237,8 +262,7 @@ class TrackedRun:
             self._old = {}
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        self._restore_signals()
         clean_exit = isinstance(ev, SystemExit) and not ev.code and not self._signal
         if et is None or clean_exit:
             self.status = "FINISHED"
