@@ -142,9 +142,10 @@ def recover(study: optuna.Study, client: Any, locked: bool = False) -> list[int]
             dead, reason = True, f"worker {owner} died (killed?) while the trial ran"
         else:
             dead = lease_expired(t, now, grace)
-        if dead or (not owner and locked) or t._trial_id in unleased:
-            began = owner and t._trial_id not in unleased
-            fail_and_requeue(study, t, reason if began else "worker died before the trial began", client)
+        # Asked, beaten and owned under the lock: seen under it without either, its asker died in between.
+        unbegun = locked and (not owner or t._trial_id in unleased)
+        if dead or unbegun:
+            fail_and_requeue(study, t, "worker died before the trial began" if unbegun else reason, client)
             recovered.append(t.number)
     if recovered and client is not None:
         reap_orphans(client)

@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -154,6 +152,7 @@ class MemberRuns:
         error: str | None = None,
     ) -> None:
         """End member ``i``'s run: its last epochs, summary numbers and plots, then ``status``."""
+        from dlsuite.tracking import plots
         from dlsuite.tracking.model import linked_metrics
 
         if i not in self.open:
@@ -164,25 +163,12 @@ class MemberRuns:
         if summary:
             self.client.log_batch(run_id, metrics=linked_metrics(summary, None))
         if cfg.tracking.plots and status == "FINISHED":
-            self._plots(run_id, history or [], confusion, classes)
+            plots.log_run_plots(self.client, run_id, history or [], confusion, classes)
         if error:
             self.client.set_tag(run_id, ERROR_TAG, error[:5000])
         self.client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
         self.open.discard(i)
         self.end_seconds += time.perf_counter() - start
-
-    def _plots(self, run_id: str, history: list[dict[str, float]], matrix: Any, classes: list[str] | None) -> None:
-        from dlsuite.tracking import plots
-
-        with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
-            out = Path(tmp)
-            if history:
-                plots.learning_curves(history, out / "learning_curves.png")
-                self.client.log_artifact(run_id, str(out / "learning_curves.png"), "plots")
-            if matrix is not None:
-                names = classes or [str(c) for c in range(len(matrix))]
-                plots.confusion_matrix(matrix, names, out / "confusion_matrix.png", split="test")
-                self.client.log_artifact(run_id, str(out / "confusion_matrix.png"), "plots")
 
     def end_all(self, status: str, error: str) -> None:
         """End every run still open with ``status`` and ``error`` (an interruption or a crash of the population)."""

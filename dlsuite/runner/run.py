@@ -177,16 +177,9 @@ def _log_end(
     if cfg.tracking.log_model:  # named by architecture and data, as the model list shows it
         model_id = start_model(tracked.client, tracked.run_id, run_tags(cfg), f"{cfg.model.name}-{cfg.data.name}")
     tracked.client.log_batch(tracked.run_id, metrics=linked_metrics(summary, model_id))
-    with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
-        out = Path(tmp)
-        if cfg.tracking.plots and task.history:
-            plots.learning_curves(task.history, out / "learning_curves.png")
-            tracked.client.log_artifact(tracked.run_id, str(out / "learning_curves.png"), "plots")
+    if cfg.tracking.plots:
         matrix = task.test_confusion if isinstance(task, ClassificationTask) else None
-        if cfg.tracking.plots and matrix is not None:
-            classes = dm.classes or [str(i) for i in range(len(matrix))]
-            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png", split="test")
-            tracked.client.log_artifact(tracked.run_id, str(out / "confusion_matrix.png"), "plots")
+        plots.log_run_plots(tracked.client, tracked.run_id, task.history, matrix, dm.classes)
     if cfg.tracking.log_checkpoint and best_ckpt and Path(best_ckpt).is_file():
         tracked.client.log_artifact(tracked.run_id, best_ckpt, "checkpoints")
     if model_id is not None:

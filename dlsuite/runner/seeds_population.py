@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -245,14 +243,7 @@ def _log_end(
         model_id = start_model(client, rid, run_tags(cfg), f"{cfg.model.name}-{cfg.data.name}")
     client.log_batch(rid, metrics=linked_metrics(summary, model_id))
     if cfg.tracking.plots:
-        with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
-            out = Path(tmp)
-            plots.learning_curves(rows, out / "learning_curves.png")
-            classes = dm.classes or [str(k) for k in range(dm.num_classes)]
-            matrix = test.confusion[i].cpu().numpy()
-            plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png", split="test")
-            for name in ("learning_curves.png", "confusion_matrix.png"):
-                client.log_artifact(rid, str(out / name), "plots")
+        plots.log_run_plots(client, rid, rows, test.confusion[i].cpu().numpy(), dm.classes)
     if model_id is not None:
         finish_model(client, rid, model_id, _member_module(cfg, prep, pop, i))
     children.end(i, "FINISHED")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -67,3 +69,23 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, split: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def log_run_plots(
+    client: Any,
+    run_id: str,
+    history: list[dict[str, float]],
+    matrix: np.ndarray | None,
+    classes: list[str] | None,
+) -> None:
+    """Draw a run's learning curves (when it has epochs) and test confusion matrix (when given) and log
+    them under ``plots/``, as every run (sequential, population member, seed) records them."""
+    with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
+        out = Path(tmp)
+        if history:
+            learning_curves(history, out / "learning_curves.png")
+        if matrix is not None:
+            names = classes or [str(k) for k in range(len(matrix))]
+            confusion_matrix(matrix, names, out / "confusion_matrix.png", split="test")
+        if any(out.iterdir()):
+            client.log_artifacts(run_id, str(out), "plots")  # one store call for both files
