@@ -1,0 +1,80 @@
+"""The run figures: a figure kept between runs draws exactly what a freshly built one draws."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlsuite.tracking import plots
+
+
+def _history(epochs: int, val: bool, scale: float) -> list[dict[str, float]]:
+    rows = []
+    for e in range(epochs):
+        row = {"epoch": float(e), "train_loss": scale * np.exp(-e / 5), "train_acc": 1 - np.exp(-e / 4)}
+        if val:
+            row |= {"val_loss": scale * np.exp(-e / 7) + 0.2, "val_acc": 0.8 - 0.7 * np.exp(-e / 4)}
+        rows.append(row)
+    return rows
+
+
+def _fresh() -> None:
+    plots._curves.clear()
+    plots._confusions.clear()
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_a_reused_learning_curves_figure_keeps_nothing_of_the_run_before(tmp_path: Path) -> None:
+    # A long run with validation (gap shaded, best epoch marked), then a short one without: nothing of the
+    # first (shading, marker, axis limits, legend entries) may show in the second.
+    _fresh()
+    plots.learning_curves(_history(30, True, 2.3), tmp_path / "long.png")
+    plots.learning_curves(_history(6, False, 9.0), tmp_path / "reused.png")
+    _fresh()
+    plots.learning_curves(_history(6, False, 9.0), tmp_path / "fresh.png")
+    assert np.array_equal(_pixels(tmp_path / "reused.png"), _pixels(tmp_path / "fresh.png"))
+    assert not np.array_equal(_pixels(tmp_path / "long.png"), _pixels(tmp_path / "fresh.png"))
+
+
+def test_a_reused_confusion_matrix_shows_only_its_own_counts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, 90, (2, 10, 10))
+    classes = [f"c{i}" for i in range(10)]
+    _fresh()
+    plots.confusion_matrix(first, classes, tmp_path / "first.png")
+    plots.confusion_matrix(second, classes, tmp_path / "reused.png", split="val")
+    _fresh()
+    plots.confusion_matrix(second, classes, tmp_path / "fresh.png", split="val")
+    assert np.array_equal(_pixels(tmp_path / "reused.png"), _pixels(tmp_path / "fresh.png"))
+    # other class names get a figure of their own (their tick labels differ)
+    plots.confusion_matrix(second, [f"class {i}" for i in range(10)], tmp_path / "named.png", split="val")
+    assert _pixels(tmp_path / "named.png").shape == _pixels(tmp_path / "fresh.png").shape
+    assert not np.array_equal(_pixels(tmp_path / "named.png"), _pixels(tmp_path / "fresh.png"))
+
+
+@pytest.mark.parametrize("n_threads", [4])
+def test_threads_drawing_at_once_each_get_their_own_figure_content(tmp_path: Path, n_threads: int) -> None:
+    # Members' runs may end on several threads; the shared figures are drawn one at a time.
+    _fresh()
+    histories = [_history(5 + 3 * i, True, 1.0 + i) for i in range(n_threads)]
+    for i, h in enumerate(histories):
+        plots.learning_curves(h, tmp_path / f"alone{i}.png")
+
+    def draw(i: int) -> None:
+        for _ in range(3):
+            plots.learning_curves(histories[i], tmp_path / f"thread{i}.png")
+
+    threads = [threading.Thread(target=draw, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(n_threads):
+        assert np.array_equal(_pixels(tmp_path / f"thread{i}.png"), _pixels(tmp_path / f"alone{i}.png"))
