@@ -83,3 +83,37 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
     return subprocess.run(
         [sys.executable, "-m", "dlsuite", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def drop_a_sigint_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """At the population's ``step``-th training step, deliver SIGINT inside a weakref callback, where
+    Python prints the handler's exception and drops it (seen with SQLAlchemy's registry callbacks): only
+    the handler's record of the signal can stop the training then."""
+    import os
+    import signal
+    import weakref
+
+    from dlsuite.population import train
+
+    real = train.train_step
+    calls = [0]
+
+    class Thing:
+        pass
+
+    def dropped(_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here; its Killed is dropped
+        for _ in range(100):
+            pass
+
+    def step_then_signal(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == step:
+            thing = Thing()
+            ref = weakref.ref(thing, dropped)
+            del thing
+            assert ref() is None
+        return out
+
+    monkeypatch.setattr(train, "train_step", step_then_signal)

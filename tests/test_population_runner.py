@@ -14,7 +14,7 @@ from dlsuite.hpo.runner import TrialContext
 from dlsuite.population.group import describe, plan
 from dlsuite.population.train import History, build_population, fit
 from dlsuite.tracking import record
-from tests.conftest import tiny_config
+from tests.conftest import drop_a_sigint_at_step, tiny_config
 from tests.test_population import sequential
 
 SHARED = ["model.name=mlp", "model.width=16", "trainer.max_epochs=3", "optim.name=sgd", "optim.momentum=0.9"]
@@ -138,3 +138,22 @@ def test_members_left_out_of_a_population_leave_the_others_unchanged(store: str)
     assert math.isnan(part.val_loss[1][1]) and math.isnan(part.train_loss[2][1])
     # none left: training stops
     assert len(fit(build_population(cfgs, dm.input_shape, 10), train, val, on_epoch=lambda e, h: []).val_loss) == 1
+
+
+def test_a_signal_whose_exception_python_dropped_still_ends_every_member_killed(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlsuite.tracking.runs import Killed
+
+    cfgs = [tiny_config(*SHARED, *m, "trainer.max_epochs=200", "tracking.experiment=dropped") for m in MEMBERS]
+    study = optuna.create_study(direction="maximize")
+    trials = [study.ask() for _ in cfgs]
+    drop_a_sigint_at_step(monkeypatch, 3)
+    with pytest.raises(Killed, match="SIGINT"):
+        PopulationRunner().run_group(cfgs, trials, _ctx(prune=False))
+    c = mlflow.MlflowClient(store)
+    runs = c.search_runs([c.get_experiment_by_name("dropped").experiment_id])
+    assert len(runs) == len(cfgs)
+    for run in runs:
+        assert run.info.status == "KILLED" and "SIGINT" in run.data.tags[record.ERROR]
+        assert len(c.get_metric_history(run.info.run_id, "train_loss")) <= 1  # stopped at once, not after 200 epochs

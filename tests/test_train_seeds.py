@@ -21,7 +21,7 @@ from dlsuite.cli import main
 from dlsuite.errors import ConfigError
 from dlsuite.runner.seeds import parse_seeds
 from dlsuite.tracking import record
-from tests.conftest import TINY, cli_env, run_cli
+from tests.conftest import TINY, cli_env, drop_a_sigint_at_step, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "mnist1d_cnn.yaml")
@@ -172,3 +172,22 @@ def test_a_diverging_member_fails_alone_and_leaves_the_others_untouched(store: s
     states = {r.data.tags[record.SEED]: r for r in _runs(c, "div") if record.SEED in r.data.tags}
     assert states["1"].info.status == "FAILED" and "diverged" in states["1"].data.tags[record.ERROR]
     assert states["0"].info.status == "FINISHED"
+
+
+def test_a_signal_whose_exception_python_dropped_still_ends_the_seeds_killed(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlsuite.build import load_run_config
+    from dlsuite.runner.seeds import train_seeds
+    from dlsuite.tracking.runs import Killed
+
+    overrides = [*SET, "trainer.max_epochs=200", "tracking.experiment=dropped"]
+    drop_a_sigint_at_step(monkeypatch, 3)
+    with pytest.raises(Killed, match="SIGINT"):
+        train_seeds(load_run_config(CONFIG, overrides), [0, 1, 2], overrides)
+    c = MlflowClient(store)
+    runs = _runs(c, "dropped")
+    assert len(runs) == 4  # the parent and a child per seed
+    for run in runs:
+        assert run.info.status == "KILLED" and "SIGINT" in run.data.tags[record.ERROR], run.data.tags
+        assert len(c.get_metric_history(run.info.run_id, "train_loss")) <= 1  # stopped at once

@@ -114,8 +114,9 @@ class PopulationRunner:
         as one population; one outcome per member, each also passed to ``done(i, outcome)`` when it ends."""
         from dlsuite.build import facts
         from dlsuite.data import create_datamodule
-        from dlsuite.hpo.population_runs import MemberRuns, signals_interrupt
+        from dlsuite.hpo.population_runs import MemberRuns
         from dlsuite.population.members import member_model
+        from dlsuite.tracking.runs import Signals
 
         ctxs = [ctx] * len(cfgs) if isinstance(ctx, TrialContext) else list(ctx)
         start = time.perf_counter()
@@ -147,8 +148,10 @@ class PopulationRunner:
             return [o for o in outcomes if o is not None]
         runs = MemberRuns(cfgs, ctxs) if cfgs[0].tracking.enabled else None
         try:
-            with signals_interrupt():
-                self._train(pop, dm, device, trials, ctxs, runs, run_facts, end)
+            # SIGTERM/SIGINT end the members KILLED, as a sequential run's: also one whose exception
+            # Python dropped (fit checks the record after every step).
+            with Signals() as signals:
+                self._train(pop, dm, device, trials, ctxs, runs, run_facts, end, signals.check)
         except KeyboardInterrupt as exc:
             if runs is not None:
                 runs.end_all("KILLED", f"interrupted ({exc or 'KeyboardInterrupt'})")
@@ -176,6 +179,7 @@ class PopulationRunner:
         runs: Any,
         run_facts: dict[str, Any],
         end: Callable[[int, TrialOutcome], None],
+        check: Callable[[], None],
     ) -> None:
         from dlsuite.models.cost import cost_metrics
 
@@ -247,9 +251,8 @@ class PopulationRunner:
             active[:] = [i for i in active if i not in gone]
             return list(active)
 
-        hist = fit(
-            pop, (x.to(device), y.to(device)), (xv.to(device), yv.to(device)) if has_val else None, on_epoch=report
-        )
+        val = (xv.to(device), yv.to(device)) if has_val else None
+        hist = fit(pop, (x.to(device), y.to(device)), val, on_epoch=report, check=check)
         if active:
             scores = test(list(range(len(active))))
             epochs = len(hist.train_loss)

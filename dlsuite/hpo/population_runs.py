@@ -14,44 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import FrameType
 from typing import Any
 
 from dlsuite.config import RunConfig
 from dlsuite.hpo.runner import RUN_ID_ATTR, TrialContext
 from dlsuite.tracking import record, store
-from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, Killed, log_params, owner_id, reap_orphans
+from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, log_params, owner_id, reap_orphans
 
 
 def population_id() -> str:
     """A new population's name: ``<host:pid:start>/<8 hex>`` (the owner, then a random part)."""
     return f"{owner_id()}/{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGINT raise :class:`~dlsuite.tracking.runs.Killed` while the block runs (main
-    thread only), so the members' runs end KILLED as a sequential run's does."""
-    old: dict[signal.Signals, Any] = {}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Killed(signal.Signals(signum).name)
-
-    try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: the caller handles signals
-        old = {}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 class MemberRuns:

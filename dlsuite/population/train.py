@@ -249,6 +249,7 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     epochs: int | None = None,
     on_epoch: Callable[[int, History], Sequence[int] | None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> History:
     """Train every member for ``epochs`` (default: the configs' ``trainer.max_epochs``) on device-resident data.
 
@@ -257,7 +258,8 @@ def fit(
     return the members (indices into the original ``pop.cfgs``) to keep training: the others are
     dropped from the population, and their later epochs in the history are NaN. Training stops when
     none is left. With validation, each member's best weights (``trainer.checkpoint_monitor``) are kept
-    in ``pop.best``.
+    in ``pop.best``. ``check()`` is called after every step: it raises to stop (a recorded signal whose
+    exception was dropped, :class:`dlsuite.tracking.runs.Signals`).
     """
     cfg = pop.cfgs[0]
     epochs = cfg.trainer.max_epochs if epochs is None else epochs
@@ -288,6 +290,8 @@ def fit(
             sample = pop.diagnostics is not None and pop.diagnostics.sampled(i)
             losses = train_step(pop, x[idx], y[idx], rates[t], moments[t], correct, sample)
             total += losses.double() * idx.shape[1]
+            if check is not None:
+                check()
         hist.steps += steps
         hist.train_loss.append(row(total / n))
         hist.train_acc.append(row(correct.double() / n))

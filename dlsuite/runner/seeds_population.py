@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from dlsuite.population.schedule import rate_table
 from dlsuite.population.train import History, Scores, build_population, evaluate, fit
 from dlsuite.runner.seeds import Member, _member_name, seed_config
 from dlsuite.tracking import record
+from dlsuite.tracking.runs import Signals
 
 #: Validation numbers a population computes, which ``trainer.checkpoint_monitor`` may name.
 MONITORS = ("val_acc", "val_loss", "val_f1")
@@ -142,7 +144,10 @@ def train_members(prep: Prepared, parent_id: str | None, overrides: list[str]) -
     tracked = cfg.tracking.enabled and is_rank_zero()
     children = _Children(prep, parent_id, overrides) if tracked else None
     try:
-        return _train(prep, children)
+        # Signals end the children KILLED (the parent's TrackedRun takes them again after): also one whose
+        # exception Python dropped, which fit finds recorded at its next step.
+        with Signals() as signals:
+            return _train(prep, children, signals.check)
     except BaseException as exc:
         if children is not None:
             interrupted = isinstance(exc, KeyboardInterrupt)
@@ -151,7 +156,7 @@ def train_members(prep: Prepared, parent_id: str | None, overrides: list[str]) -
         raise
 
 
-def _train(prep: Prepared, children: _Children | None) -> list[Member]:
+def _train(prep: Prepared, children: _Children | None, check: Callable[[], None]) -> list[Member]:
     from dlsuite.runner.run import summarize_run
     from dlsuite.techniques.speed import EpochTimer
 
@@ -192,7 +197,7 @@ def _train(prep: Prepared, children: _Children | None) -> list[Member]:
 
     log_s = 0.0
     start = time.perf_counter()
-    hist = fit(pop, (x, y), (xv, yv) if has_val else None, on_epoch=on_epoch)  # keeps pop.best
+    hist = fit(pop, (x, y), (xv, yv) if has_val else None, on_epoch=on_epoch, check=check)  # keeps pop.best
     fit_s = time.perf_counter() - start
     if children is not None:
         log_s = children.seconds

@@ -34,6 +34,51 @@ class Killed(KeyboardInterrupt):
     """Raised in the main thread when SIGTERM arrives, so the run unwinds and ends KILLED."""
 
 
+class Signals:
+    """While installed (main thread only), SIGTERM and SIGINT raise :class:`Killed` and are recorded.
+
+    Python runs a signal handler wherever the main thread is, also inside a ``__del__`` or a callback
+    from C code, where a raised exception is printed and dropped (seen: one Ctrl-C in four left a run
+    training, its ``Killed`` dropped in an SQLAlchemy weakref callback). The record survives that:
+    :meth:`check` at safe points (each training step) raises it all the same.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Take SIGTERM and SIGINT over; outside the main thread nothing changes (its caller handles them)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.received = signal.Signals(signum).name
+            raise Killed(self.received)
+
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: the caller handles signals
+            self._old = {}
+
+    def restore(self) -> None:
+        """Give the handlers that were there before :meth:`install` back."""
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def check(self) -> None:
+        """Raise :class:`Killed` if a signal arrived, even when its exception was dropped."""
+        if self.received:
+            raise Killed(self.received)
+
+    def __enter__(self) -> Signals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
 def _stat_field(pid: int, index: int) -> str:
     """A field of /proc/<pid>/stat after the command name (0: state letter, 19: start time), or ``?``."""
     try:
@@ -198,13 +243,12 @@ class TrackedRun:
         self.label = label
         self.run_id = ""
         self.status = "RUNNING"
-        self._signal: str | None = None
-        self._old: dict[int, Any] = {}
+        self._signals = Signals()
 
     def __enter__(self) -> TrackedRun:
         # Signals are ours before the run exists: one that lands between creating the run and taking
         # them over would end the process by the default handler and leave the run RUNNING.
-        self._install_signals()
+        self._signals.install()
         try:
             reap_orphans(self.client)
             exp = store.experiment_id(self.client, self.experiment)
@@ -222,24 +266,14 @@ class TrackedRun:
             if self.run_id:
                 self.__exit__(type(exc), exc, exc.__traceback__)
             else:
-                self._restore_signals()
+                self._signals.restore()
             raise
         return self
 
     def raise_if_signalled(self) -> None:
-        """Raise :class:`Killed` if SIGTERM/SIGINT arrived, even when its exception was lost.
-
-        Python runs a signal handler wherever the main thread is, also inside a ``__del__`` or a callback
-        from C code, where a raised exception is printed and dropped; the handler records the signal
-        first, so callers that check here at safe points (each training batch) stop all the same.
-        """
-        if self._signal:
-            raise Killed(self._signal)
-
-    def _restore_signals(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
+        """Raise :class:`Killed` if SIGTERM/SIGINT arrived, even when its exception was dropped
+        (:class:`Signals`); callers check at safe points, such as each training batch."""
+        self._signals.check()
 
     def _numbered_name(self, exp: str) -> str:
         # The latest runs of that name suffice: numbers grow with start time. Two runs started in the
@@ -250,25 +284,16 @@ class TrackedRun:
         )
         return record.numbered(self.run_name, [r.info.run_name for r in latest])
 
-    def _install_signals(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self._signal = signal.Signals(signum).name
-            raise Killed(self._signal)
-
-        try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: the caller handles signals
-            self._old = {}
-
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self._restore_signals()
-        clean_exit = isinstance(ev, SystemExit) and not ev.code and not self._signal
+        self._signals.restore()
+        # a signal taken by a handler nested inside this run's (a population's) arrives as its Killed
+        signalled = self._signals.received or (str(ev) if isinstance(ev, Killed) else None)
+        clean_exit = isinstance(ev, SystemExit) and not ev.code and not signalled
         if et is None or clean_exit:
             self.status = "FINISHED"
-        elif self._signal or issubclass(et, KeyboardInterrupt):
+        elif signalled or issubclass(et, KeyboardInterrupt):
             self.status = "KILLED"
-            self.client.set_tag(self.run_id, ERROR_TAG, f"interrupted ({self._signal or 'KeyboardInterrupt'})")
+            self.client.set_tag(self.run_id, ERROR_TAG, f"interrupted ({signalled or 'KeyboardInterrupt'})")
         else:
             self.status = "FAILED"
             self.client.set_tag(self.run_id, ERROR_TAG, f"{et.__name__}: {ev}"[:5000])
@@ -282,4 +307,4 @@ class TrackedRun:
     @property
     def interrupted_by(self) -> str | None:
         """The signal that ended the run, if any."""
-        return self._signal
+        return self._signals.received
