@@ -85,18 +85,12 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
     )
 
 
-def drop_a_sigint_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """At the population's ``step``-th training step, deliver SIGINT inside a weakref callback, where
-    Python prints the handler's exception and drops it (seen with SQLAlchemy's registry callbacks): only
-    the handler's record of the signal can stop the training then."""
+def send_a_dropped_sigint() -> None:
+    """Deliver SIGINT inside a weakref callback, where Python prints the handler's exception and drops it
+    (seen with SQLAlchemy's registry callbacks): only the handler's record of the signal can stop a run."""
     import os
     import signal
     import weakref
-
-    from dlsuite.population import train
-
-    real = train.train_step
-    calls = [0]
 
     class Thing:
         pass
@@ -106,14 +100,24 @@ def drop_a_sigint_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
         for _ in range(100):
             pass
 
+    thing = Thing()
+    ref = weakref.ref(thing, dropped)
+    del thing
+    assert ref() is None
+
+
+def drop_a_sigint_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """:func:`send_a_dropped_sigint` right after the population's ``step``-th training step."""
+    from dlsuite.population import train
+
+    real = train.train_step
+    calls = [0]
+
     def step_then_signal(*args: Any, **kwargs: Any) -> Any:
         out = real(*args, **kwargs)
         calls[0] += 1
         if calls[0] == step:
-            thing = Thing()
-            ref = weakref.ref(thing, dropped)
-            del thing
-            assert ref() is None
+            send_a_dropped_sigint()
         return out
 
     monkeypatch.setattr(train, "train_step", step_then_signal)

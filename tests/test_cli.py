@@ -157,30 +157,17 @@ def test_a_signal_whose_exception_python_dropped_still_ends_the_run_killed(store
     exception it raises is printed ("Exception ignored in ...") and dropped: seen as one SIGINT in four
     leaving ``dlsuite train`` training (SQLAlchemy's registry callbacks). The run must stop at the next
     batch all the same, end KILLED and name the signal."""
-    import weakref
-
     from lightning.pytorch.callbacks import Callback
 
     from dlsuite.config import load_config
     from dlsuite.runner.run import train
     from dlsuite.tracking.runs import Killed
+    from tests.conftest import send_a_dropped_sigint
 
     class SignalInsideACallback(Callback):
         def on_train_batch_end(self, trainer: object, *args: object) -> None:
             if getattr(trainer, "global_step", 0) == 2:
-
-                class Thing:
-                    pass
-
-                def dropped(_: object) -> None:
-                    os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here; its Killed is dropped
-                    for _ in range(100):
-                        pass
-
-                thing = Thing()
-                ref = weakref.ref(thing, dropped)
-                del thing
-                assert ref() is None
+                send_a_dropped_sigint()
 
     cfg = load_config(CONFIG, [*TINY, "trainer.max_epochs=50", "tracking.experiment=dropped"])
     with pytest.raises(Killed, match="SIGINT"):
