@@ -78,3 +78,35 @@ def test_threads_drawing_at_once_each_get_their_own_figure_content(tmp_path: Pat
         t.join()
     for i in range(n_threads):
         assert np.array_equal(_pixels(tmp_path / f"thread{i}.png"), _pixels(tmp_path / f"alone{i}.png"))
+
+
+def test_figures_drawn_in_the_background_are_all_logged_when_the_block_ends(
+    store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow import MlflowClient
+
+    from dlsuite.tracking import plot_queue
+    from dlsuite.tracking import store as stores
+
+    client = stores.client(store)
+    exp = stores.experiment_id(client, "bg")
+    ids = [client.create_run(exp).info.run_id for _ in range(4)]
+    rng = np.random.default_rng(1)
+    matrices = rng.integers(0, 90, (4, 10, 10))
+    classes = [str(i) for i in range(10)]
+    with plot_queue.in_background() as queue:
+        for i, run_id in enumerate(ids):
+            matrix = matrices[i] if i != 2 else np.zeros((3, 7))  # run 2's figure cannot be drawn
+            plots.log_run_plots(client, run_id, _history(4 + i, True, 1.0), matrix, classes)
+        assert queue._pool is not None  # drawn elsewhere: this process only handed the work over
+    assert "could not be drawn" in caplog.text and ids[2] in caplog.text  # a failed figure does not stop the rest
+    c = MlflowClient(store)
+    for i, run_id in enumerate(ids):
+        if i == 2:
+            continue
+        local = Path(c.download_artifacts(run_id, "plots", str(tmp_path / run_id)))
+        assert sorted(p.name for p in local.iterdir()) == ["confusion_matrix.png", "learning_curves.png"]
+        # the helper's figure is the one this process draws
+        plots.learning_curves(_history(4 + i, True, 1.0), tmp_path / "inline.png")
+        assert np.array_equal(_pixels(local / "learning_curves.png"), _pixels(tmp_path / "inline.png"))
+    assert plot_queue.active() is None

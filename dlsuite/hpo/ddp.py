@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dlsuite.hpo.runner import TrainRunner, TrialContext
-    from dlsuite.hpo.worker import _die_with_parent
     from dlsuite.runner.quiet import quiet
+    from dlsuite.tracking.runs import die_with_parent
 
-    _die_with_parent()  # a killed worker takes its trial's ranks with it; a killed rank 0 its other ranks
+    die_with_parent()  # a killed worker takes its trial's ranks with it; a killed rank 0 its other ranks
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     quiet()
     # On a SLURM host Lightning suggests srun; a trial's ranks are started by this module, not by srun.

@@ -49,7 +49,7 @@ from dlsuite.hpo.storage import (
 )
 from dlsuite.hpo.trials import REQUEUED_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
-from dlsuite.tracking import record, store
+from dlsuite.tracking import plot_queue, record, store
 from dlsuite.tracking.runs import OWNER_TAG, log_params, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
@@ -291,45 +291,49 @@ def work(
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     result = WorkerResult()
-    while True:
-        if deadline is not None and time.time() >= deadline:
-            result.stopped_by = "timeout"
-            break
-        with budget_lock(url, spec.name):
-            recover(study, client, locked=True)
-            trials = study.get_trials(deepcopy=False)
-            queued = any(t.state == TrialState.WAITING for t in trials)
-            sampler = study.sampler
-            exhausted = isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study) and not queued
-            met = (spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials) or (
-                spec.type == "compare" and not queued
-            )
-            done = met or exhausted
-            # Done, but another worker's trial may belong to a dead or hung worker: wait until
-            # it finishes or its lease expires (then it is re-queued and this worker runs it), so the
-            # study ends at its budget with nothing left RUNNING.
-            wait = done and any(t.state == TrialState.RUNNING for t in trials)
-            if done and not wait:
-                if not met:
-                    result.stopped_by = "grid exhausted"
+    # Each trial's figures are drawn by a helper process while the next trial trains; all are
+    # logged before the worker returns (dlsuite/tracking/plot_queue.py).
+    with plot_queue.in_background():
+        while True:
+            if deadline is not None and time.time() >= deadline:
+                result.stopped_by = "timeout"
                 break
-            if not wait:
-                size = batch_size(study, spec, trials) if spec.population > 1 else 1
-                batch = ask_batch(study, size)
-        if wait:
-            time.sleep(min(heartbeat_s(), 2))  # cheap to poll; a finished trial frees this worker at once
-            continue
-        if len(batch) == 1 and spec.population == 1:
-            with lease(study, batch[0]):
-                outcome = run_one(study, batch[0], spec, parent_run_id, runner, client)
-            show_outcome(worker, batch[0], outcome, spec)
-            outcomes = [outcome]
-        else:
-            outcomes = run_batch(study, batch, spec, parent_run_id, runner, client, worker)
-        result.trials += outcomes
-        for outcome in outcomes:
-            if outcome.state == "FAIL" and outcome.reason and "not produced" in outcome.reason:
-                raise ConfigError(f"study {spec.name}: {outcome.reason}")
+            with budget_lock(url, spec.name):
+                recover(study, client, locked=True)
+                trials = study.get_trials(deepcopy=False)
+                queued = any(t.state == TrialState.WAITING for t in trials)
+                sampler = study.sampler
+                grid = sampler if isinstance(sampler, optuna.samplers.GridSampler) else None
+                exhausted = grid is not None and grid.is_exhausted(study) and not queued
+                met = (spec.n_trials is not None and sum(counted(t) for t in trials) >= spec.n_trials) or (
+                    spec.type == "compare" and not queued
+                )
+                done = met or exhausted
+                # Done, but another worker's trial may belong to a dead or hung worker: wait until
+                # it finishes or its lease expires (then it is re-queued and this worker runs it), so the
+                # study ends at its budget with nothing left RUNNING.
+                wait = done and any(t.state == TrialState.RUNNING for t in trials)
+                if done and not wait:
+                    if not met:
+                        result.stopped_by = "grid exhausted"
+                    break
+                if not wait:
+                    size = batch_size(study, spec, trials) if spec.population > 1 else 1
+                    batch = ask_batch(study, size)
+            if wait:
+                time.sleep(min(heartbeat_s(), 2))  # cheap to poll; a finished trial frees this worker at once
+                continue
+            if len(batch) == 1 and spec.population == 1:
+                with lease(study, batch[0]):
+                    outcome = run_one(study, batch[0], spec, parent_run_id, runner, client)
+                show_outcome(worker, batch[0], outcome, spec)
+                outcomes = [outcome]
+            else:
+                outcomes = run_batch(study, batch, spec, parent_run_id, runner, client, worker)
+            result.trials += outcomes
+            for outcome in outcomes:
+                if outcome.state == "FAIL" and outcome.reason and "not produced" in outcome.reason:
+                    raise ConfigError(f"study {spec.name}: {outcome.reason}")
     return result
 
 

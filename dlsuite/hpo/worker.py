@@ -7,21 +7,13 @@ turns SIGTERM into KeyboardInterrupt so that its running trial is re-queued and 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-
-def _die_with_parent() -> None:
-    # Linux only: a worker left alive by a kill -9 of `dlsuite study run` would keep writing.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+from dlsuite.tracking.runs import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float)
     p.add_argument("--workers", type=int, default=1, help="workers on this host, to share the CPU threads")
     args = p.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)

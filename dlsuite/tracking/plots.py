@@ -135,6 +135,17 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, split: 
     return path
 
 
+def draw_run_plots(
+    out: Path, history: list[dict[str, float]], matrix: np.ndarray | None, classes: list[str] | None
+) -> None:
+    """Draw a run's learning curves (when it has epochs) and test confusion matrix (when given) into ``out``."""
+    if history:
+        learning_curves(history, out / "learning_curves.png")
+    if matrix is not None:
+        names = classes or [str(k) for k in range(len(matrix))]
+        confusion_matrix(matrix, names, out / "confusion_matrix.png", split="test")
+
+
 def log_run_plots(
     client: Any,
     run_id: str,
@@ -142,14 +153,16 @@ def log_run_plots(
     matrix: np.ndarray | None,
     classes: list[str] | None,
 ) -> None:
-    """Draw a run's learning curves (when it has epochs) and test confusion matrix (when given) and log
-    them under ``plots/``, as every run (sequential, population member, seed) records them."""
+    """Draw a run's figures (:func:`draw_run_plots`) and log them under ``plots/``, as every run (sequential,
+    population member, seed) records them; in a study's worker, by its helper process
+    (:mod:`dlsuite.tracking.plot_queue`)."""
+    from dlsuite.tracking import plot_queue
+
+    queue = plot_queue.active()
+    if queue is not None:
+        queue.submit(client, run_id, history, matrix, classes)
+        return
     with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
-        out = Path(tmp)
-        if history:
-            learning_curves(history, out / "learning_curves.png")
-        if matrix is not None:
-            names = classes or [str(k) for k in range(len(matrix))]
-            confusion_matrix(matrix, names, out / "confusion_matrix.png", split="test")
-        if any(out.iterdir()):
-            client.log_artifacts(run_id, str(out), "plots")  # one store call for both files
+        draw_run_plots(Path(tmp), history, matrix, classes)
+        if any(Path(tmp).iterdir()):
+            client.log_artifacts(run_id, tmp, "plots")  # one store call for both files

@@ -98,6 +98,18 @@ def _state(pid: int) -> str:
     return _stat_field(pid, 0)
 
 
+def die_with_parent() -> None:
+    """Have this process get SIGTERM when its parent dies (Linux; elsewhere nothing): a study worker, a
+    DDP rank or a figure helper left alive by a ``kill -9`` of its parent would go on writing."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def owner_id(pid: int | None = None) -> str:
     """``host:pid:start`` naming a live process."""
     pid = os.getpid() if pid is None else pid
