@@ -453,3 +453,26 @@ def test_tracking_server_killed_and_restarted_mid_study_loses_no_trial(
         if proc.poll() is None:
             proc.kill()
         stop_server(server)
+
+
+@pytest.mark.slow
+def test_a_creation_the_server_got_twice_leaves_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's HTTP client sends a creation again when its answer was lost (a server restarted after it
+    stored the run): the copy, which carries the same creation token, is deleted; the returned run stays."""
+    from dlsuite.tracking import runs
+
+    port = free_port()
+    server = start_server(tmp_path / "server", port)
+    try:
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.create_experiment("twice")
+        token = uuid.uuid4()
+        # what the lost first request stored, then the same creation again (the client's retry)
+        lost = client.create_run(exp, run_name="trial", tags={record.CREATION: token.hex, record.TRIAL: "1"})
+        monkeypatch.setattr(runs.uuid, "uuid4", lambda: token)
+        kept = runs.create_run(client, exp, "trial", {record.TRIAL: "1"})
+        left = client.search_runs([exp])
+        assert [r.info.run_id for r in left] == [kept.info.run_id]
+        assert client.get_run(lost.info.run_id).info.lifecycle_stage == "deleted"
+    finally:
+        stop_server(server)

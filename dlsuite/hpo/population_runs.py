@@ -23,7 +23,7 @@ from typing import Any
 from dlsuite.config import RunConfig
 from dlsuite.hpo.runner import RUN_ID_ATTR, TrialContext
 from dlsuite.tracking import record, store
-from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, log_params, owner_id, reap_orphans
+from dlsuite.tracking.runs import ERROR_TAG, OWNER_TAG, create_run, log_params, owner_id, reap_orphans
 
 
 def population_id() -> str:
@@ -69,7 +69,7 @@ class MemberRuns:
             if ctx.parent_run_id:
                 tags[record.PARENT] = ctx.parent_run_id
             name = cfg.tracking.run_name or cfg.name or f"{cfg.model.name}-{cfg.data.name}"
-            run_id = str(self.client.create_run(exp, run_name=name, tags=tags).info.run_id)
+            run_id = str(create_run(self.client, exp, name, tags).info.run_id)
             self.run_ids.append(run_id)
             self.open.add(i)
             trial.set_user_attr(RUN_ID_ATTR, run_id)  # the trial links to its run as soon as it exists

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from dlsuite.config import RunConfig
 from dlsuite.errors import DlsuiteError
 from dlsuite.tracking import record
-from dlsuite.tracking.runs import log_params
+from dlsuite.tracking.runs import create_run, log_params
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def record_failed_run(
     client: Any, experiment_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any], reason: str
 ) -> str:
     """An MLflow child run for a trial that failed before its run existed (so every trial is in MLflow)."""
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, record.ERROR: reason[:5000]})
+    run = create_run(client, experiment_id, run_name, {**tags, record.ERROR: reason[:5000]})
     log_params(client, run.info.run_id, params)
     client.set_terminated(run.info.run_id, status="FAILED")
     return str(run.info.run_id)

@@ -50,7 +50,7 @@ from dlsuite.hpo.storage import (
 from dlsuite.hpo.trials import REQUEUED_ATTR, state_counts
 from dlsuite.hpo.tuning import tune_variants, tuned_params
 from dlsuite.tracking import plot_queue, record, store
-from dlsuite.tracking.runs import OWNER_TAG, log_params, owner_id, reap_orphans
+from dlsuite.tracking.runs import OWNER_TAG, create_run, log_params, owner_id, reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def open_parent_run(spec: StudySpec, study: optuna.Study, client: Any) -> str:
         record.STUDY_PARENT: "true",
         OWNER_TAG: owner_id(),
     }
-    run = client.create_run(exp, run_name=f"study-{spec.name}", tags=tags)
+    run = create_run(client, exp, f"study-{spec.name}", tags)
     run_id = run.info.run_id
     params = {
         "study.type": spec.type,

@@ -30,7 +30,7 @@ from dlsuite.population.schedule import rate_table
 from dlsuite.population.train import History, Scores, build_population, evaluate, fit
 from dlsuite.runner.seeds import Member, _member_name, seed_config
 from dlsuite.tracking import record
-from dlsuite.tracking.runs import Signals
+from dlsuite.tracking.runs import Signals, create_run
 
 #: Validation numbers a population computes, which ``trainer.checkpoint_monitor`` may name.
 MONITORS = ("val_acc", "val_loss", "val_f1")
@@ -88,7 +88,7 @@ class _Children:
                 tags.update({record.PARENT: parent_id, record.POPULATION: parent_id})
             if overrides:
                 tags[record.OVERRIDES_TAG] = " ".join(overrides)[:5000]
-            rid = self.client.create_run(exp, run_name=c.tracking.run_name, tags=tags).info.run_id
+            rid = create_run(self.client, exp, c.tracking.run_name, tags).info.run_id
             self.ids.append(rid)
             log_params(self.client, rid, {**c.flat(), **prep.facts, **env})
             self.client.log_text(rid, c.to_yaml(), "config.yaml")

@@ -19,6 +19,9 @@ OWNER = "dlsuite.owner"
 """``host:pid:start`` of the process that owns a RUNNING run, to reap it when that process is gone."""
 ERROR = "dlsuite.error"
 """Why a run ended FAILED (or a trial failed before its run could start)."""
+CREATION = "dlsuite.creation"
+"""On runs in a tracking server: a random token per creation, so that a creation MLflow's HTTP client
+sent twice (its first answer lost to a server restart) is found and its copy deleted."""
 
 # -- runs with members (train/protocols.py) -------------------------------------------------------
 PROTOCOL = "dlsuite.protocol"

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -96,6 +97,33 @@ def _start_time(pid: int) -> str:
 def _state(pid: int) -> str:
     """Process state letter (``Z`` for a zombie, ``X`` for dead)."""
     return _stat_field(pid, 0)
+
+
+def create_run(client: Any, experiment_id: str, run_name: str | None, tags: dict[str, str]) -> Any:
+    """``client.create_run``, exactly once.
+
+    MLflow's HTTP client retries every request, creations included, when no answer came: a tracking
+    server restarted after it stored a run but before it answered gets the creation again and stores a
+    second run (seen in ``test_tracking_server_killed_and_restarted_mid_study_loses_no_trial``: two runs
+    for one trial, one of them left RUNNING). On a server every creation carries a token; the copies
+    that share it, other than the run the client got back, are deleted. Local stores do not retry.
+    """
+    remote = str(client.tracking_uri).startswith(("http://", "https://"))
+    token = uuid.uuid4().hex
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={**tags, **({record.CREATION: token} if remote else {})}
+    )
+    if remote:
+        same = client.search_runs([experiment_id], f"tags.`{record.CREATION}` = '{token}'", max_results=10)
+        for copy in same:
+            if copy.info.run_id != run.info.run_id:
+                log.warning(
+                    "run %s was created twice (a retried request); deleting the copy %s",
+                    run.info.run_id,
+                    copy.info.run_id,
+                )
+                client.delete_run(copy.info.run_id)
+    return run
 
 
 def die_with_parent() -> None:
@@ -271,7 +299,7 @@ class TrackedRun:
                 self.run_name = self._numbered_name(exp)
             if self.label:
                 self.run_name = f"{self.run_name} {self.label}"
-            run = self.client.create_run(exp, run_name=self.run_name, tags=tags)
+            run = create_run(self.client, exp, self.run_name, tags)
             self.run_id = run.info.run_id
             self.raise_if_signalled()
         except BaseException as exc:  # __exit__ is not called when __enter__ raises: end the run here
