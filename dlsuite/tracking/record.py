@@ -29,8 +29,9 @@ PROTOCOL = "dlsuite.protocol"
 FOLD = "dlsuite.fold"
 MEMBER = "dlsuite.member"
 POPULATION = "dlsuite.population"
-"""On a trial run trained in a population (``study run --population``): the population's name,
-``<owner host:pid:start>/<8 hex>``, the same on every member's run."""
+"""On a run trained as a population member, the same on every member's run: in a study (``study run
+--population``) the population's name, ``<owner host:pid:start>/<8 hex>``; from ``train --seeds`` the
+MLflow run id of the seeds' parent run."""
 FINDER = "dlsuite.finder"
 """``lr`` or ``batch_size``: a run recorded by the learning-rate / batch-size finder."""
 
@@ -176,8 +177,6 @@ SEEDS_RUNNER = "dlsuite.seeds_runner"
 """On a ``train --seeds`` parent run: ``population`` (one vectorised population) or ``sequential``."""
 SEEDS_FALLBACK = "dlsuite.seeds_fallback"
 """On a ``train --seeds`` parent run that fell back to sequential runs: why (one line)."""
-POPULATION = "dlsuite.population"
-"""On a run trained as a population member: the MLflow run id of its population's parent run."""
 SEEDS_METRIC_PREFIXES = ("test_", "best_val_", "final_")
 """The members' final numbers a ``train --seeds`` parent summarises over its seeds."""
 SEEDS_STATS = ("mean", "ci_low", "ci_high")
