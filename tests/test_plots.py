@@ -110,3 +110,40 @@ def test_figures_drawn_in_the_background_are_all_logged_when_the_block_ends(
         plots.learning_curves(_history(4 + i, True, 1.0), tmp_path / "inline.png")
         assert np.array_equal(_pixels(local / "learning_curves.png"), _pixels(tmp_path / "inline.png"))
     assert plot_queue.active() is None
+
+
+def test_a_script_that_runs_a_study_unguarded_runs_it_once(store: str, tmp_path: Path, data_cache: Path) -> None:
+    """The figure helper is spawned; spawn imports the caller's ``__main__`` again in the child unless
+    dlsuite keeps it out, and a script without ``if __name__ == "__main__"`` would run its study again."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from tests.conftest import REPO
+    from tests.test_studies import SEARCH, write_study
+
+    study = write_study(tmp_path, SEARCH.replace("n_trials: 3", "n_trials: 2"), name="unguarded")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"with open({str(tmp_path / 'ran.txt')!r}, 'a') as f:\n"
+        "    f.write('ran\\n')\n"
+        "from dlsuite.hpo.spec import load_study_spec\n"
+        "from dlsuite.hpo.study import run_study\n"
+        f"run_study(load_study_spec(Path({str(study)!r}), ['tracking.plots=true']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": store, "DLSUITE_DATA": str(data_cache)}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"  # the helper did not run the script again
+    c = MlflowClient(store)
+    runs = c.search_runs([c.get_experiment_by_name("unguarded").experiment_id])
+    trials = [r for r in runs if "optuna.trial" in r.data.tags]
+    assert len(trials) == 2
+    for r in trials:  # and the helper drew every trial's figures
+        assert {a.path for a in c.list_artifacts(r.info.run_id, "plots")} == {
+            "plots/confusion_matrix.png",
+            "plots/learning_curves.png",
+        }

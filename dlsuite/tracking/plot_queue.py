@@ -17,7 +17,9 @@ import logging
 import multiprocessing
 import shutil
 import signal
+import sys
 import tempfile
+import types
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -37,6 +39,20 @@ def _start_helper() -> None:
     import dlsuite.tracking.plots  # noqa: F401
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start the helper without the caller's ``__main__``: spawn imports it again in the child, and a
+    script that runs a study at its top level, unguarded by ``if __name__ == "__main__"``, would run its
+    whole study again in the helper (seen: a benchmark script that ran itself recursively). The helper
+    needs dlsuite only. The helper is started inside ``submit`` (``ProcessPoolExecutor`` spawns there)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class PlotQueue:
     """One helper process drawing run figures; the drawn ones are logged from the calling process."""
 
@@ -53,7 +69,8 @@ class PlotQueue:
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_helper)
         out = Path(tempfile.mkdtemp(prefix="dlsuite-art-"))
-        future = self._pool.submit(draw_run_plots, out, history, matrix, classes)
+        with _main_not_reimported():
+            future = self._pool.submit(draw_run_plots, out, history, matrix, classes)
         self._pending.append((future, client, run_id, out))
 
     def _log_done(self, wait: bool) -> None:
