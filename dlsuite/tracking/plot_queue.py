@@ -74,6 +74,8 @@ class PlotQueue:
         self._pending.append((future, client, run_id, out))
 
     def _log_done(self, wait: bool) -> None:
+        from dlsuite.tracking.plots import log_drawn
+
         left = []
         for future, client, run_id, out in self._pending:
             if not wait and not future.done():
@@ -81,8 +83,7 @@ class PlotQueue:
                 continue
             try:
                 future.result()
-                if any(out.iterdir()):
-                    client.log_artifacts(run_id, str(out), "plots")  # one store call for both files
+                log_drawn(client, run_id, out)
             except Exception as exc:  # noqa: BLE001  a figure must not fail the study whose numbers are in
                 log.warning("run %s: its figures could not be drawn or logged: %s", run_id, exc)
             finally:

@@ -164,5 +164,10 @@ def log_run_plots(
         return
     with tempfile.TemporaryDirectory(prefix="dlsuite-art-") as tmp:
         draw_run_plots(Path(tmp), history, matrix, classes)
-        if any(Path(tmp).iterdir()):
-            client.log_artifacts(run_id, tmp, "plots")  # one store call for both files
+        log_drawn(client, run_id, Path(tmp))
+
+
+def log_drawn(client: Any, run_id: str, out: Path) -> None:
+    """Log the figures :func:`draw_run_plots` drew into ``out`` under the run's ``plots/``, if any."""
+    if any(out.iterdir()):
+        client.log_artifacts(run_id, str(out), "plots")  # one store call for both files
