@@ -59,6 +59,22 @@ def test_a_reused_confusion_matrix_shows_only_its_own_counts(tmp_path: Path) -> 
     assert not np.array_equal(_pixels(tmp_path / "named.png"), _pixels(tmp_path / "fresh.png"))
 
 
+def test_a_confusion_matrix_painted_over_its_background_is_the_whole_figure_drawn(tmp_path: Path) -> None:
+    # Each run repaints only its own artists over a saved background (blitting); what it writes must be
+    # what matplotlib draws for the whole figure (the frame over the image's edges, texts on top).
+    rng = np.random.default_rng(2)
+    matrix = rng.integers(0, 90, (10, 10))
+    classes = [f"c{i}" for i in range(10)]
+    _fresh()
+    plots.confusion_matrix(matrix, classes, tmp_path / "painted.png")
+    kept = plots._confusions[tuple(classes)]
+    for artist in kept.own:
+        artist.set_animated(False)
+    kept.fig.savefig(tmp_path / "whole.png", dpi=100)
+    assert np.array_equal(_pixels(tmp_path / "painted.png"), _pixels(tmp_path / "whole.png"))
+    _fresh()
+
+
 @pytest.mark.parametrize("n_threads", [4])
 def test_threads_drawing_at_once_each_get_their_own_figure_content(tmp_path: Path, n_threads: int) -> None:
     # Members' runs may end on several threads; the shared figures are drawn one at a time.
@@ -110,6 +126,18 @@ def test_figures_drawn_in_the_background_are_all_logged_when_the_block_ends(
         plots.learning_curves(_history(4 + i, True, 1.0), tmp_path / "inline.png")
         assert np.array_equal(_pixels(local / "learning_curves.png"), _pixels(tmp_path / "inline.png"))
     assert plot_queue.active() is None
+
+
+def test_a_started_queue_has_its_helper_running_before_the_first_figure() -> None:
+    # A study starts the helper with its first trial, so that its second of start-up is not spent
+    # while the first trials' figures wait.
+    from dlsuite.tracking import plot_queue
+
+    with plot_queue.in_background(start=True) as queue:
+        assert queue._pool is not None
+        assert queue._pool.submit(int, "7").result(timeout=60) == 7
+    with plot_queue.in_background() as queue:
+        assert queue._pool is None  # nothing to draw, nothing started
 
 
 def test_a_script_that_runs_a_study_unguarded_runs_it_once(store: str, tmp_path: Path, data_cache: Path) -> None:

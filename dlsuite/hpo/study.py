@@ -293,7 +293,7 @@ def work(
     result = WorkerResult()
     # Each trial's figures are drawn by a helper process while the next trial trains; all are
     # logged before the worker returns (dlsuite/tracking/plot_queue.py).
-    with plot_queue.in_background():
+    with plot_queue.in_background(start=base.tracking.enabled and base.tracking.plots):
         while True:
             if deadline is not None and time.time() >= deadline:
                 result.stopped_by = "timeout"

@@ -60,14 +60,22 @@ class PlotQueue:
         self._pool: ProcessPoolExecutor | None = None
         self._pending: list[tuple[Future[None], Any, str, Path]] = []
 
+    def start(self) -> None:
+        """Start the helper now (it takes about a second to import matplotlib), so that it is ready when
+        the first run ends: the first trials' figures otherwise wait for it while the next ones train."""
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_helper)
+            with _main_not_reimported():  # ProcessPoolExecutor spawns its process on the first submit
+                self._pool.submit(int)
+
     def submit(self, client: Any, run_id: str, history: list[dict[str, float]], matrix: Any, classes: Any) -> None:
         """Have run ``run_id``'s figures drawn; log those already drawn."""
         from dlsuite.tracking.plots import draw_run_plots
 
         self._log_done(wait=False)
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_helper)
+        self.start()
+        assert self._pool is not None
         out = Path(tempfile.mkdtemp(prefix="dlsuite-art-"))
         with _main_not_reimported():
             future = self._pool.submit(draw_run_plots, out, history, matrix, classes)
@@ -106,11 +114,15 @@ def active() -> PlotQueue | None:
 
 
 @contextlib.contextmanager
-def in_background() -> Iterator[PlotQueue]:
-    """Draw run figures in a helper process within the block; every one is logged when it ends."""
+def in_background(start: bool = False) -> Iterator[PlotQueue]:
+    """Draw run figures in a helper process within the block; every one is logged when it ends.
+
+    ``start``: start the helper at once (the block's runs draw figures) rather than at the first figure."""
     queue = PlotQueue()
     _ACTIVE.append(queue)
     try:
+        if start:
+            queue.start()
         yield queue
     finally:
         _ACTIVE.remove(queue)

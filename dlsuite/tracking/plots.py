@@ -4,8 +4,12 @@ Every run (sequential trial, population member, seed) draws the same two figures
 paid once per run: about 0.37 s drawn afresh on a 2-core CPU, most of it matplotlib laying out axes,
 ticks and a hundred cell labels, a third of it ``tight_layout``. A figure is therefore built and laid
 out once per shape (the class names; the one learning-curves layout) and kept: each later run only
-swaps its data in and saves (0.2 s). The figures are ``matplotlib.figure.Figure`` objects, not pyplot
-ones, so nothing piles up in pyplot's registry, and one lock serialises their use across threads.
+swaps its data in and saves. The kept figures have no layout engine (``tight_layout`` leaves a
+placeholder one behind, which makes every ``savefig`` lay the whole figure out a second time), the
+confusion matrix repaints only its run's own artists over a saved background (matplotlib's blitting),
+and PNGs are written with fast zlib compression: 0.22 s a run becomes about 0.1 s. The figures are
+``matplotlib.figure.Figure`` objects, not pyplot ones, so nothing piles up in pyplot's registry, and
+one lock serialises their use across threads.
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: runs go on servers and in CI
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 
 _LOCK = threading.Lock()
 _SPLITS = (("train", "-", "train"), ("val", "--", "validation"))
+_PNG = {"compress_level": 1}  # zlib's fastest: half the encoding time of the default for ~1.5x the bytes
+
+
+def _laid_out(fig: Figure) -> None:
+    """Lay ``fig`` out once, for good: ``tight_layout`` and then no layout engine at all."""
+    fig.tight_layout()
+    fig.set_layout_engine(None)  # not the placeholder tight_layout leaves, which re-lays-out every savefig
 
 
 class _Curves:
@@ -44,7 +57,7 @@ class _Curves:
         self.fig.suptitle("learning curves: train and validation, the gap between them shaded")
         self.axes["loss"].set_ylim(0, 2.5)  # representative limits, so the one layout fits every run's ticks
         self.axes["acc"].set_ylim(0, 1)
-        self.fig.tight_layout()
+        _laid_out(self.fig)
         for ax in self.axes.values():
             ax.autoscale(True)  # set_ylim turned it off; each run's data sets its own limits
 
@@ -70,7 +83,7 @@ class _Curves:
         for ax in self.axes.values():
             ax.legend()
         try:
-            self.fig.savefig(path, dpi=100)
+            self.fig.savefig(path, dpi=100, pil_kwargs=_PNG)
         finally:
             for artist in self.drawn:
                 artist.remove()
@@ -78,12 +91,17 @@ class _Curves:
 
 
 class _Confusion:
-    """The confusion-matrix figure for one list of class names: image, colour bar, cell labels."""
+    """The confusion-matrix figure for one list of class names: image, colour bar, cell labels.
+
+    Axes, ticks, labels and colour bar are the same for every run: they are drawn once into a saved
+    background, and each run repaints only the image, the title and the cell labels over it.
+    """
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         n = len(classes)
         size = min(max(4.5, 0.5 * n), 20.0)
-        self.fig = Figure(figsize=(size + 1.0, size))
+        self.fig = Figure(figsize=(size + 1.0, size), dpi=100)
+        self.canvas = FigureCanvasAgg(self.fig)
         self.ax = self.fig.subplots()
         self.image = self.ax.imshow(np.zeros((n, n)), cmap="Blues", vmin=0, vmax=1)
         self.fig.colorbar(self.image, ax=self.ax, fraction=0.046, pad=0.04, label="share of the true class (row)")
@@ -97,7 +115,13 @@ class _Confusion:
             self.ax.set_yticks(range(n), classes)
         self.ax.set_xlabel("predicted")
         self.ax.set_ylabel("true")
-        self.fig.tight_layout()
+        _laid_out(self.fig)
+        # in matplotlib's own drawing order: the image, the frame over its edges, then the texts
+        self.own = [self.image, *self.ax.spines.values(), self.title, *(c for row in self.cells for c in row)]
+        for artist in self.own:
+            artist.set_animated(True)  # left out of the background's draw
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.fig.bbox)
 
     def draw(self, matrix: np.ndarray, split: str, path: Path) -> None:
         norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -107,7 +131,10 @@ class _Confusion:
             for j, cell in enumerate(row):
                 cell.set_text(str(int(matrix[i, j])))
                 cell.set_color("white" if norm[i, j] > 0.5 else "black")
-        self.fig.savefig(path, dpi=100)
+        self.canvas.restore_region(self.background)
+        for artist in self.own:
+            self.ax.draw_artist(artist)
+        imsave(path, np.asarray(self.canvas.buffer_rgba()), format="png", pil_kwargs=_PNG)
 
 
 _curves: list[_Curves] = []
