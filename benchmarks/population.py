@@ -9,7 +9,8 @@ phases of a shared machine hit them alike; each measurement runs for ``--seconds
 steps. Reported: median model-steps/s [min-max] and the ratio to the hand-written loop.
 
 Usage: ``python -m benchmarks.population [--model mnist1d_cnn] [--sizes 1,4,16,64] [--repeats 3]``
-``[--seconds 1.5] [--threads 1]``.
+``[--seconds 1.5] [--threads 1] [--vmap]`` (``--vmap``: each size also with its forward under ``vmap``
+instead of the grouped operators, :mod:`dlsuite.population.grouped`).
 ``--seeds32``: instead, runs/hour of a 32-seed training, one run per seed vs one population
 (``benchmarks/population_seeds.py``; ``--n-seeds``, ``--epochs``, ``--train-samples``, ``--repeats``).
 It reports; it never fails on speed.
@@ -73,9 +74,11 @@ def hand(x: torch.Tensor, y: torch.Tensor, bs: int, device: torch.device) -> Cal
     return step
 
 
-def population(x: torch.Tensor, y: torch.Tensor, bs: int, size: int, device: torch.device) -> Callable[[], None]:
-    """The population's step for ``size`` members, each on its own batch."""
-    pop = build_population([_config(s) for s in range(size)], tuple(x.shape[1:]), 10, device)
+def population(
+    x: torch.Tensor, y: torch.Tensor, bs: int, size: int, device: torch.device, grouped: bool = True
+) -> Callable[[], None]:
+    """The population's step for ``size`` members, each on its own batch (``grouped=False``: under vmap)."""
+    pop = build_population([_config(s) for s in range(size)], tuple(x.shape[1:]), 10, device, grouped)
 
     def step() -> None:
         idx = torch.randint(len(x), (size, bs), device=device)
@@ -93,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", default="mnist1d_cnn", help="a population model (mnist1d_cnn, mnist1d_mlp, ...)")
+    p.add_argument("--vmap", action="store_true", help="also each size with the forward under vmap (not grouped)")
     p.add_argument("--seeds32", action="store_true", help="runs/hour of N seeds: one run each vs one population")
     p.add_argument("--n-seeds", type=int, default=32)
     p.add_argument("--epochs", type=int, default=20, help="--seeds32: epochs per run (the recipe trains 200)")
@@ -113,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = {"hand": hand(x, y, bs, device), **{f"P={n}": population(x, y, bs, n, device) for n in sizes}}
     members = {"hand": 1, **{f"P={n}": n for n in sizes}}
+    if args.vmap:
+        steps |= {f"P={n} vmap": population(x, y, bs, n, device, grouped=False) for n in sizes}
+        members |= {f"P={n} vmap": n for n in sizes}
     rates: dict[str, list[float]] = {k: [] for k in steps}
     names = list(steps)
     for r in range(args.repeats):
@@ -123,12 +130,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.model}, Adam, batch {bs}, {args.device}, torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} cores, load average {load}, {args.repeats} interleaved repeats"
     )
-    print(f"{'mode':>8} {'model-steps/s (median [min-max])':>34} {'x hand':>8}")
+    print(f"{'mode':>11} {'model-steps/s (median [min-max])':>34} {'x hand':>8}")
     base = statistics.median(rates["hand"])
     for k in names:
         v = rates[k]
         med = statistics.median(v)
-        print(f"{k:>8} {med:>14,.0f} [{min(v):,.0f}-{max(v):,.0f}]{'':>4} {med / base:>8.2f}")
+        print(f"{k:>11} {med:>14,.0f} [{min(v):,.0f}-{max(v):,.0f}]{'':>4} {med / base:>8.2f}")
 
 
 if __name__ == "__main__":

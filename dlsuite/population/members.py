@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from dlsuite.models import apply_init, create_model
+from dlsuite.population.grouped import GroupedForward, Unsupported, agrees
 
 Tensors = dict[str, torch.Tensor]
 
@@ -92,10 +93,12 @@ def _per_member_dropout(template: nn.Module, members: Sequence[nn.Module]) -> Te
 class Stacked:
     """The stacked parameters (leaves, ``requires_grad``) and buffers of P models of one structure.
 
-    ``params[name]`` has shape ``(P, *shape)``; member ``i`` is ``params[name][i]``.
+    ``params[name]`` has shape ``(P, *shape)``; member ``i`` is ``params[name][i]``. The forward runs
+    with native grouped operators where the model allows (:mod:`dlsuite.population.grouped`, decided
+    at the first call; ``grouped=False`` never), else under ``vmap``.
     """
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], grouped: bool = True) -> None:
         if not members:
             raise ValueError("a population needs at least one member")
         params, buffers = stack_module_state(list(members))
@@ -107,6 +110,28 @@ class Stacked:
         self.buffers.update(_per_member_dropout(self.template, members))
         self._train = vmap(self._one_train, in_dims=(0, 0, 0), randomness="different")
         self._eval = vmap(self._one_eval, in_dims=(0, 0, None), randomness="different")
+        self._grouped: GroupedForward | None = None
+        self._undecided = grouped
+        self.why_vmap = "" if grouped else "grouped=False"
+        """Why the forward runs under ``vmap`` (empty while grouped operators run it)."""
+
+    def _use_grouped(self, input_shape: tuple[int, ...]) -> GroupedForward | None:
+        """The grouped forward, tried and checked against ``vmap`` at the first call."""
+        if self._undecided:
+            self._undecided = False
+            was = self.template.training
+            try:
+                grouped = GroupedForward(self.template)
+                self.template.eval()
+                if agrees(grouped, self._eval, self.params, self.buffers, input_shape):
+                    self._grouped = grouped
+                else:
+                    self.why_vmap = "the grouped forward disagreed with vmap on a probe batch"
+            except Unsupported as exc:
+                self.why_vmap = str(exc)
+            finally:
+                self.template.train(was)
+        return self._grouped
 
     def to(self, device: torch.device | str) -> Stacked:
         """Move the stacked state to ``device`` (parameters stay leaves)."""
@@ -126,16 +151,22 @@ class Stacked:
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, Tensors]:
         """Logits ``(P, B, C)`` for per-member batches ``x`` ``(P, B, ...)`` and the new buffers."""
+        grouped = self._use_grouped(tuple(x.shape[2:]))
         self.template.train()
+        if grouped is not None:
+            return grouped(self.params, self.buffers, x)
         out, new = self._train(self.params, self.buffers, x)
         return out, new
 
     def forward_eval(self, x: torch.Tensor, state: Tensors | None = None) -> torch.Tensor:
         """Logits ``(P, N, C)`` of every member on the same inputs ``x`` ``(N, ...)``; with ``state``
         (stacked parameters and buffers by name, e.g. each member's best epoch) instead of the current ones."""
+        grouped = self._use_grouped(tuple(x.shape[1:]))
         self.template.eval()
         params = self.params if state is None else {k: state[k] for k in self.params}
         buffers = self.buffers if state is None else {k: state[k] for k in self.buffers}
+        if grouped is not None:
+            return grouped(params, buffers, x, shared=True)[0]
         out: torch.Tensor = self._eval(params, buffers, x)
         return out
 

@@ -141,17 +141,22 @@ class Population:
 
 
 def build_population(
-    cfgs: Sequence[RunConfig], input_shape: tuple[int, ...], num_classes: int, device: str | torch.device = "cpu"
+    cfgs: Sequence[RunConfig],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    grouped: bool = True,
 ) -> Population:
     """Initialise every member as its sequential run would, stack them and build the optimiser.
 
     The configs must share their structure (:func:`dlsuite.population.group.structure_key`).
+    ``grouped=False``: the forward always runs under ``vmap`` (:class:`~dlsuite.population.members.Stacked`).
     """
     models = [
         member_model(m.name, dict(m.knobs), input_shape, num_classes, m.init, m.init_std, c.seed)
         for c, m in ((c, c.model) for c in cfgs)
     ]
-    stacked = Stacked(models).to(device)
+    stacked = Stacked(models, grouped).to(device)
     first = cfgs[0].optim
     opt = PopulationOptimizer(
         stacked.params, first.name, Coefficients.of([c.optim for c in cfgs]), first.decay_norm_and_bias
