@@ -16,6 +16,8 @@ MODELS = {
         ["model.name=mlp", "model.width=16", "model.norm=batch", "model.shortcut=true"],
         (1, 40),
     ),
+    "cnn": (["model.name=mnist1d_cnn", "model.width=8"], (1, 40)),
+    "mlp": (["model.name=mlp", "model.width=16"], (1, 40)),
     "cnn-batch-norm": (["model.name=mnist1d_cnn", "model.width=8", "model.norm=batch"], (1, 40)),
     "lenet-2d-pooling": (["model.name=lenet"], (1, 8, 8)),
     "resnet": (["model.name=resnet", "model.depth=1"], (1, 40)),
@@ -75,3 +77,21 @@ def test_grouped_dropout_drops_at_each_members_own_rate() -> None:
     assert set(kept.unique().tolist()) == {0.0, 2.0}  # dropped, or scaled by 1 / (1 - p)
     assert abs(float((kept == 0).double().mean()) - 0.5) < 0.02
     assert torch.equal(_dropout(ones, torch.tensor([0.3, 0.5]), training=False, size=2).t, ones.t)
+
+
+@pytest.mark.parametrize("case", ["cnn", "lenet-2d-pooling", "mlp"])
+def test_the_diagnostics_activation_statistics_are_those_the_vmapped_hooks_give(case: str) -> None:
+    from dlsuite.population.diagnostics import activation_modules
+
+    overrides, shape = MODELS[case]
+    grouped, plain = _population(overrides, shape).stacked, _population(overrides, shape, grouped=False).stacked
+    modules = [name for name, _ in activation_modules(grouped.template)]
+    assert modules  # ReLU (dead units) or tanh (saturation) layers to probe
+    x = 3 * torch.randn(3, 2, *shape, generator=torch.Generator().manual_seed(3))  # dead units, saturated tanh
+    logits, _, stats = grouped.forward_train_probed(x, modules)
+    want_logits, _, want = plain.forward_train_probed(x, modules)
+    assert grouped._grouped is not None and plain._grouped is None
+    assert stats.shape == (3, len(modules))
+    torch.testing.assert_close(logits, want_logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(stats, want)
+    assert bool((stats > 0).any())  # not all zero: the statistics are really compared

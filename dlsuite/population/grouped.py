@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,18 @@ class GroupedForward:
         """Logits ``(P, B, classes)`` and the buffers after the call (batch norm's running statistics
         updated in training, on new tensors). ``x``: ``(P, B, ...)``, one batch per member, or with
         ``shared`` ``(B, ...)``, the same inputs for every member."""
+        out, new, _ = self.probed(params, buffers, x, (), shared)
+        return out, new
+
+    def probed(
+        self, params: Tensors, buffers: Tensors, x: torch.Tensor, modules: Sequence[str], shared: bool = False
+    ) -> tuple[torch.Tensor, Tensors, torch.Tensor]:
+        """:meth:`__call__` that also returns each member's activation statistic ``(P, len(modules))`` of
+        the named ReLU/sigmoid/tanh modules, as :func:`dlsuite.population.diagnostics.activation_hook`
+        computes it for one member (the mean over the calls of a module called more than once)."""
         size = next(iter(params.values())).shape[0]
         new = dict(buffers)
+        sinks: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
         env: dict[fx.Node, Any] = {}
         out: Any = None
         for node in self.graph.nodes:
@@ -108,7 +118,10 @@ class GroupedForward:
                 env[node] = _Maps(_side_by_side(x, size, shared))
             elif node.op == "call_module":
                 arg = env[node.args[0]]
-                env[node] = self._module(node.target, self.modules[node.target], arg, params, new, size)
+                m = self.modules[node.target]
+                env[node] = self._module(node.target, m, arg, params, new, size)
+                if node.target in sinks:
+                    sinks[node.target].append(_activation_statistic(m, env[node], size))
             elif node.op == "call_function":
                 args = [env[a] if isinstance(a, fx.Node) else a for a in node.args]
                 env[node] = _FUNCTIONS[node.target](*args)
@@ -116,7 +129,9 @@ class GroupedForward:
                 out = env[node.args[0]]
         if not isinstance(out, _Features):
             raise Unsupported("the model's output is not (B, classes) per member")
-        return out.t, new
+        nan = out.t.new_full((size,), float("nan"))
+        stats = [torch.stack(sinks[m]).mean(0) if sinks[m] else nan for m in modules]
+        return out.t, new, torch.stack(stats, 1) if stats else out.t.new_zeros(size, 0)
 
     def _module(self, name: str, m: nn.Module, h: Any, params: Tensors, buffers: Tensors, size: int) -> Any:
         p = f"{name}." if name else ""
@@ -195,6 +210,21 @@ def _batch_norm(m: Any, p: str, h: Any, params: Tensors, buffers: Tensors, size:
     if isinstance(h, _Maps):
         return _Maps(out)
     return _Features(out.view(out.shape[0], size, -1).transpose(0, 1))
+
+
+def _activation_statistic(m: nn.Module, h: Any, size: int) -> torch.Tensor:
+    """Each member's ``(P,)`` share of dead ReLU units (channels or features never positive in the batch),
+    or of saturated sigmoid/tanh outputs."""
+    t = h.t.detach()
+    if isinstance(m, nn.ReLU):
+        if isinstance(h, _Maps):  # a unit is a channel: (B, P*C, *S) -> (P, C)
+            alive = (t > 0).transpose(0, 1).reshape(t.shape[1], -1).any(1).view(size, -1)
+        else:  # a unit is a feature: (P, B, F) -> (P, F)
+            alive = (t > 0).any(1)
+        return 1.0 - alive.float().mean(1)
+    hit = ((t < 0.01) | (t > 0.99)) if isinstance(m, nn.Sigmoid) else (t.abs() > 0.99)
+    per_member = hit.transpose(0, 1).reshape(size, -1) if isinstance(h, _Maps) else hit.reshape(size, -1)
+    return per_member.float().mean(1)
 
 
 def _add(a: Any, b: Any) -> Any:

@@ -177,6 +177,11 @@ class Stacked:
         of the named modules (:func:`dlsuite.population.diagnostics.activation_hook`)."""
         from dlsuite.population.diagnostics import activation_hook
 
+        grouped = self._use_grouped(tuple(x.shape[2:]))
+        self.template.train()
+        if grouped is not None:
+            return grouped.probed(self.params, self.buffers, x, modules)
+
         def one(params: Tensors, buffers: Tensors, xb: torch.Tensor) -> tuple[torch.Tensor, Tensors, torch.Tensor]:
             sinks: list[list[torch.Tensor]] = [[] for _ in modules]
             hooks = [
