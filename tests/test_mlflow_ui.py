@@ -164,3 +164,38 @@ def test_threads_setting_is_applied(store: str, monkeypatch: pytest.MonkeyPatch)
         assert 1 <= auto_threads() <= len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_population_applies_the_threads_setting_as_a_sequential_run_does(store: str) -> None:
+    import optuna
+    import torch
+
+    from dlsuite.hpo.population import PopulationRunner
+    from dlsuite.hpo.runner import TrialContext
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        cfgs = [tiny_config("trainer.threads=2", "trainer.max_epochs=1", f"seed={s}") for s in (1, 2)]
+        study = optuna.create_study()
+        ctx = TrialContext(parent_run_id=None, tags={}, prune=False, monitor="val_acc")
+        outcomes = PopulationRunner().run_group(cfgs, [study.ask(), study.ask()], ctx)
+        assert [o.state for o in outcomes] == ["COMPLETE", "COMPLETE"]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_threads_leave_the_reserved_cores_to_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from dlsuite.techniques.speed import auto_threads, cores_reserved
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine, whatever runs beside
+    cores = len(os.sched_getaffinity(0))
+    assert auto_threads() == cores
+    with cores_reserved(1):  # a study's figure helper
+        assert auto_threads() == max(1, cores - 1)
+        with cores_reserved(cores):
+            assert auto_threads() == 1  # never fewer than one
+    assert auto_threads() == cores

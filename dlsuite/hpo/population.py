@@ -116,6 +116,7 @@ class PopulationRunner:
         from dlsuite.data import create_datamodule
         from dlsuite.hpo.population_runs import MemberRuns
         from dlsuite.population.members import member_model
+        from dlsuite.techniques.speed import configure_backends
         from dlsuite.tracking.runs import Signals
 
         ctxs = [ctx] * len(cfgs) if isinstance(ctx, TrialContext) else list(ctx)
@@ -133,6 +134,7 @@ class PopulationRunner:
         # data is loaded and the population built (bad input writes nothing).
         try:
             check_group(cfgs, ctxs[0].monitor)
+            configure_backends(cfgs[0].trainer)  # threads and matmul precision, as a sequential run sets them
             device = _device(cfgs[0])
             dm = create_datamodule(cfgs[0].data, cfgs[0].seed)  # the data's seed only orders batches
             dm.prepare()

@@ -291,9 +291,12 @@ def work(
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     result = WorkerResult()
+    from dlsuite.techniques.speed import cores_reserved
+
     # Each trial's figures are drawn by a helper process while the next trial trains; all are
-    # logged before the worker returns (dlsuite/tracking/plot_queue.py).
-    with plot_queue.in_background(start=base.tracking.enabled and base.tracking.plots):
+    # logged before the worker returns (dlsuite/tracking/plot_queue.py). Its core is left to it.
+    drawing = base.tracking.enabled and base.tracking.plots
+    with plot_queue.in_background(start=drawing), cores_reserved(1 if drawing else 0):
         while True:
             if deadline is not None and time.time() >= deadline:
                 result.stopped_by = "timeout"

@@ -158,10 +158,11 @@ def train_members(prep: Prepared, parent_id: str | None, overrides: list[str]) -
 
 def _train(prep: Prepared, children: _Children | None, check: Callable[[], None]) -> list[Member]:
     from dlsuite.runner.run import summarize_run
-    from dlsuite.techniques.speed import EpochTimer
+    from dlsuite.techniques.speed import EpochTimer, configure_backends
 
     cfgs, dm = prep.cfgs, prep.data
     cfg = cfgs[0]
+    configure_backends(cfg.trainer)  # threads and matmul precision, as a sequential run sets them
     device = _device(cfg)
     pop = build_population(cfgs, dm.input_shape, dm.num_classes, device)
     x, y = (t.to(device) for t in dm.splits["train"])
