@@ -103,7 +103,11 @@ def test_three_hosts_one_study_through_ten_host_kills(
         while kills < KILLS:
             while True:
                 assert time.time() < end, f"only {kills} kills before the time limit"
-                assert all(h.poll() is None for h in hosts), f"a host ended after {kills} kills"
+                ended = [i for i, h in enumerate(hosts) if h.poll() is not None]
+                assert not ended, (
+                    f"host {ended[0]} ended (exit {hosts[ended[0]].returncode}) after {kills} kills: "
+                    + (folders[ended[0]] / "host.log").read_text(errors="replace")[-4000:]
+                )
                 done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
                 if done >= targets[kills] and any(running_on(study, group_pids(h.pid)) for h in hosts):
                     break
