@@ -128,6 +128,32 @@ def test_figures_drawn_in_the_background_are_all_logged_when_the_block_ends(
     assert plot_queue.active() is None
 
 
+def test_at_the_end_this_process_draws_some_of_the_figures_the_helper_has_not_started(
+    store: str, tmp_path: Path
+) -> None:
+    # A population's last members hand over their figures at once; the helper holds one job at a time,
+    # so the newest still wait when the block ends, and this process draws some of them meanwhile.
+    from mlflow import MlflowClient
+
+    from dlsuite.tracking import plot_queue
+    from dlsuite.tracking import store as stores
+
+    client = stores.client(store)
+    exp = stores.experiment_id(client, "share")
+    ids = [client.create_run(exp).info.run_id for _ in range(6)]
+    matrix = np.random.default_rng(3).integers(0, 90, (10, 10))
+    with plot_queue.in_background(start=True) as queue:
+        for i, run_id in enumerate(ids):
+            plots.log_run_plots(client, run_id, _history(4 + i, True, 1.0), matrix, [str(k) for k in range(10)])
+    assert queue.drawn_here >= 1
+    c = MlflowClient(store)
+    for i, run_id in enumerate(ids):  # every run has both figures, wherever they were drawn
+        local = Path(c.download_artifacts(run_id, "plots", str(tmp_path / run_id)))
+        assert sorted(p.name for p in local.iterdir()) == ["confusion_matrix.png", "learning_curves.png"]
+        plots.learning_curves(_history(4 + i, True, 1.0), tmp_path / "inline.png")
+        assert np.array_equal(_pixels(local / "learning_curves.png"), _pixels(tmp_path / "inline.png"))
+
+
 def test_a_started_queue_has_its_helper_running_before_the_first_figure() -> None:
     # A study starts the helper with its first trial, so that its second of start-up is not spent
     # while the first trials' figures wait.
