@@ -101,12 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n-seeds", type=int, default=32)
     p.add_argument("--epochs", type=int, default=20, help="--seeds32: epochs per run (the recipe trains 200)")
     p.add_argument("--train-samples", type=int, default=None, help="--seeds32: fewer training examples")
+    p.add_argument("--precision", default="32-true", help="--seeds32: trainer.precision of both ways")
     args = p.parse_args(argv)
     if args.seeds32:
         from benchmarks.population_seeds import run
 
         threads = "auto" if args.threads <= 0 else str(args.threads)
-        return run(args.n_seeds, args.epochs, args.train_samples, args.repeats, threads)
+        return run(args.n_seeds, args.epochs, args.train_samples, args.repeats, threads, args.precision)
     MODEL[:] = [f"model.name={args.model}"]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

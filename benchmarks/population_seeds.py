@@ -12,7 +12,7 @@ rotates) so the slow phases of a shared machine hit them alike. Wall time covers
 command does after the config is loaded (data build, runs, writes).
 
 Usage: ``python -m benchmarks.population --seeds32 [--n-seeds 32] [--epochs 20] [--train-samples N]``
-``[--repeats 1] [--threads auto]``. It reports; it never fails on speed.
+``[--repeats 1] [--threads auto] [--precision bf16-mixed]``. It reports; it never fails on speed.
 """
 
 from __future__ import annotations
@@ -44,10 +44,13 @@ def _timed(mode: str, overrides: list[str], seeds: list[int]) -> float:
     return seconds
 
 
-def run(n_seeds: int, epochs: int, train_samples: int | None, repeats: int, threads: str) -> None:
+def run(
+    n_seeds: int, epochs: int, train_samples: int | None, repeats: int, threads: str, precision: str = "32-true"
+) -> None:
     """Measure both ways ``repeats`` times, interleaved, and print runs/hour and the ratio."""
     quiet()  # Lightning's per-run banners, as the CLI silences them
     overrides = [*SAME_RECORD, f"trainer.max_epochs={epochs}", f"trainer.threads={threads}"]
+    overrides.append(f"trainer.precision={precision}")  # both ways: bf16-mixed is Lightning's autocast
     if train_samples is not None:
         overrides.append(f"data.train_samples={train_samples}")
     seeds = list(range(n_seeds))
@@ -63,7 +66,8 @@ def run(n_seeds: int, epochs: int, train_samples: int | None, repeats: int, thre
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(
         f"{n_seeds} seeds of mnist1d_cnn, {epochs} epochs, train_samples={train_samples or 'recipe'}, "
-        f"threads={threads}, torch {torch.__version__}, {os.cpu_count()} cores, load average {load}, "
+        f"threads={threads}, precision={precision}, torch {torch.__version__}, {os.cpu_count()} cores, "
+        f"load average {load}, "
         f"{repeats} interleaved repeat(s)"
     )
     rate = {k: 3600 * n_seeds / statistics.median(v) for k, v in seconds.items()}

@@ -15,6 +15,7 @@ from dlsuite.config import RunConfig
 from dlsuite.data import create_datamodule
 from dlsuite.data.base import TensorBatches
 from dlsuite.models import apply_init, create_model
+from dlsuite.population.group import plan
 from dlsuite.population.members import Stacked, member_model
 from dlsuite.population.train import build_population, fit
 from dlsuite.techniques.losses import create_loss
@@ -239,3 +240,36 @@ def test_with_dropout_on_the_population_agrees_with_sequential_runs_over_seeds(
     plain = [c.model_copy(update={"model": c.model.model_copy(update={"dropout": 0.0})}) for c in cfgs]
     no_dropout = fit(build_population(plain, tuple(train[0].shape[1:]), 10), train, val, epochs=EPOCHS)
     assert all(abs(a - b) > 1e-4 for a, b in zip(no_dropout.train_loss[-1], hist.train_loss[-1], strict=True))
+
+
+def test_a_bf16_mixed_population_trains_each_member_as_its_bf16_mixed_run(
+    data: dict[str, tuple[Split, Split]],
+) -> None:
+    # Lightning's bf16-mixed: forward and loss under bfloat16 autocast, float32 weights and optimiser.
+    shared = ["optim.name=sgd", "optim.momentum=0.9", "trainer.precision=bf16-mixed"]
+    cfgs = [tiny_config(*shared, f"optim.lr={lr}", f"seed={20 + i}") for i, lr in enumerate((0.05, 0.02))]
+    assert [g.runner for g in plan(cfgs)] == ["population"]
+    train, val = data[cfgs[0].data.name]
+    pop = build_population(cfgs, tuple(train[0].shape[1:]), 10)
+    assert pop.bf16
+    hist = fit(pop, train, val, epochs=EPOCHS)
+    as32 = [
+        tiny_config(*shared, f"optim.lr={lr}", f"seed={20 + i}", "trainer.precision=32-true")
+        for i, lr in enumerate((0.05, 0.02))
+    ]
+    fp32 = build_population(as32, tuple(train[0].shape[1:]), 10)
+    assert not fp32.bf16
+    hist32 = fit(fp32, train, val, epochs=EPOCHS)
+    for i, cfg in enumerate(cfgs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            train_loss, val_loss, _ = sequential(cfg, train, val)
+        got_train = torch.tensor([epoch[i] for epoch in hist.train_loss])
+        torch.testing.assert_close(got_train, torch.tensor(train_loss), rtol=2e-2, atol=2e-3)
+        torch.testing.assert_close(
+            torch.tensor([e[i] for e in hist.val_loss]), torch.tensor(val_loss), rtol=2e-2, atol=2e-3
+        )
+        # bfloat16 really computed: float32 training gives other numbers
+        assert not torch.allclose(got_train, torch.tensor([e[i] for e in hist32.train_loss]), rtol=1e-6, atol=0)
+    fallback = [tiny_config(*shared, "trainer.precision=16-mixed", f"seed={s}") for s in (1, 2)]
+    assert [g.runner for g in plan(fallback)] == ["sequential", "sequential"]
+    assert "16-mixed" in plan(fallback)[0].reason

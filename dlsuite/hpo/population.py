@@ -224,9 +224,8 @@ class PopulationRunner:
             state = pop.best if use_best else {**pop.stacked.params, **pop.stacked.buffers}
             assert state is not None
             sub = {k: v.detach()[index.to(v.device)] for k, v in state.items()}
-            return evaluate(
-                pop.stacked, xt, yt, cfgs[0].data.eval_batch_size, pop.smoothing[index.to(pop.smoothing.device)], sub
-            )
+            smoothing = pop.smoothing[index.to(pop.smoothing.device)]
+            return evaluate(pop.stacked, xt, yt, cfgs[0].data.eval_batch_size, smoothing, sub, bf16=pop.bf16)
 
         def report(epoch: int, hist: History) -> list[int]:
             stopped: list[tuple[int, str, str]] = []

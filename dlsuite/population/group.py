@@ -67,7 +67,6 @@ UNSUPPORTED = (
     "regularization.",
     "trainer.strategy",
     "trainer.num_nodes",
-    "trainer.precision",
     "trainer.compile",
     "trainer.channels_last",
     "trainer.check_val_every_n_epoch",
@@ -96,6 +95,18 @@ def _defaults() -> dict[str, Any]:
     return dict(_flat(RunConfig().to_dict()))
 
 
+#: Precisions a population trains in: float32, or bfloat16 autocast as Lightning's ``bf16-mixed``.
+POPULATION_PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def population_precision(cfg: RunConfig) -> str:
+    """The Lightning precision the run would train in (``auto`` and ``32`` resolved)."""
+    from dlsuite.techniques.speed import resolve_precision
+
+    precision = resolve_precision(cfg.trainer)
+    return {"32": "32-true", "64": "64-true"}.get(precision, precision)
+
+
 def why_not(cfg: RunConfig) -> str | None:
     """Why ``cfg`` cannot train in a population (one line), or None when it can."""
     if cfg.task.name != "classification":
@@ -106,6 +117,12 @@ def why_not(cfg: RunConfig) -> str | None:
         return f"optimizer {cfg.optim.name!r} is not vectorised (vectorised: {', '.join(POPULATION_OPTIMIZERS)})"
     if cfg.optim.schedule.name in METRIC_SCHEDULES:
         return f"schedule {cfg.optim.schedule.name!r} steps on a validation metric, member by member"
+    precision = population_precision(cfg)
+    if precision not in POPULATION_PRECISIONS:
+        return (
+            f"trainer.precision={cfg.trainer.precision} ({precision}) is not vectorised "
+            f"(vectorised: {', '.join(POPULATION_PRECISIONS)}; 16-mixed needs a gradient scaler per member)"
+        )
     devices = cfg.trainer.devices
     if (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
         return "trainer.devices > 1: a population trains on one device"

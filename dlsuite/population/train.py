@@ -16,6 +16,7 @@ import torch
 
 from dlsuite.config import RunConfig
 from dlsuite.population.diagnostics import PopulationDiagnostics
+from dlsuite.population.group import population_precision
 from dlsuite.population.members import Stacked, Tensors, member_losses, member_model
 from dlsuite.population.metrics import accuracy, confusion, macro_f1
 from dlsuite.population.optim import Coefficients, PopulationOptimizer, clip_gradients
@@ -82,6 +83,8 @@ class Population:
     best_score: torch.Tensor | None = None
     last_penalty: torch.Tensor | None = None
     """Each member's L1/L2 penalty at the last training step ``(P,)`` (diagnostics' ``penalty``)."""
+    bf16: bool = False
+    """Forward passes and losses under bfloat16 autocast, as Lightning's ``bf16-mixed`` runs them."""
 
     @property
     def seeds(self) -> list[int]:
@@ -167,7 +170,13 @@ def build_population(
     l2 = torch.tensor([c.regularization.l2 for c in cfgs], device=device)
     diag_cfg = cfgs[0].tracking.diagnostics
     diagnostics = PopulationDiagnostics(diag_cfg, stacked.params, stacked.template) if diag_cfg.enabled else None
-    return Population(list(cfgs), stacked, opt, smoothing, clip, first.grad_clip_method, l1, l2, diagnostics)
+    bf16 = population_precision(cfgs[0]) == "bf16-mixed"
+    return Population(list(cfgs), stacked, opt, smoothing, clip, first.grad_clip_method, l1, l2, diagnostics, bf16=bf16)
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """Lightning's ``bf16-mixed``: the forward and the loss under bfloat16 autocast (off: float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def epoch_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -184,6 +193,7 @@ def evaluate(
     batch_size: int,
     smoothing: torch.Tensor | None = None,
     state: Tensors | None = None,
+    bf16: bool = False,
 ) -> Scores:
     """Each member's mean loss (with its label smoothing, as the task's loss), accuracy, macro-F1 and
     confusion matrix on ``(x, y)``; with ``state`` (stacked parameters and buffers, e.g. the best
@@ -193,9 +203,10 @@ def evaluate(
     conf: torch.Tensor | None = None
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        logits = stacked.forward_eval(xb, state)  # (P, B, C)
-        target = yb.expand(size, -1)
-        loss += member_losses(logits, target, smoothing).double() * len(yb)
+        with autocast(x.device, bf16):
+            logits = stacked.forward_eval(xb, state)  # (P, B, C)
+            target = yb.expand(size, -1)
+            loss += member_losses(logits, target, smoothing).double() * len(yb)
         c = confusion(logits, yb)
         conf = c if conf is None else conf + c
     assert conf is not None, "evaluate needs at least one example"
@@ -222,12 +233,13 @@ def train_step(
     """
     st = pop.stacked
     diag = pop.diagnostics if sample else None
-    if diag is not None and diag.acts:
-        logits, buffers, stats = st.forward_train_probed(x, [name for name, _ in diag.acts])
-        diag.add_activations(stats)
-    else:
-        logits, buffers = st.forward_train(x)
-    losses = member_losses(logits, y, pop.smoothing)
+    with autocast(x.device, pop.bf16):
+        if diag is not None and diag.acts:
+            logits, buffers, stats = st.forward_train_probed(x, [name for name, _ in diag.acts])
+            diag.add_activations(stats)
+        else:
+            logits, buffers = st.forward_train(x)
+        losses = member_losses(logits, y, pop.smoothing)
     if bool(pop.l1.any() or pop.l2.any()):
         penalty = pop.penalty()
         pop.last_penalty = penalty.detach()
@@ -304,7 +316,7 @@ def fit(
             diag = pop.diagnostics.epoch_row(st.params, pop.last_penalty)
             hist.diagnostics.append({k: row(v) for k, v in diag.items()})
         if val is not None:
-            scores = evaluate(st, val[0], val[1], cfg.data.eval_batch_size, pop.smoothing)
+            scores = evaluate(st, val[0], val[1], cfg.data.eval_batch_size, pop.smoothing, bf16=pop.bf16)
             hist.val_loss.append(row(scores.loss))
             hist.val_acc.append(row(scores.acc))
             hist.val_f1.append(row(scores.f1))

@@ -206,7 +206,7 @@ def _train(prep: Prepared, children: _Children | None, check: Callable[[], None]
     if cfg.trainer.test_checkpoint == "best":
         pop.load_best()  # as a sequential run tests its best checkpoint (no validation: the last weights)
     xt, yt = (t.to(device) for t in dm.splits["test"])
-    test = evaluate(pop.stacked, xt, yt, cfg.data.eval_batch_size, pop.smoothing)
+    test = evaluate(pop.stacked, xt, yt, cfg.data.eval_batch_size, pop.smoothing, bf16=pop.bf16)
     shared = {"num_params": float(prep.facts["model.num_params"]), "fit_time_s": fit_s, **cost_metrics(prep.facts)}
     shared.update(timer.summary())
     if timer.epoch_seconds:

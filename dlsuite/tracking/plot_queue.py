@@ -6,9 +6,10 @@ runner and per member by a population. Inside :func:`in_background` (a study wor
 block; its core is left to it, :func:`dlsuite.techniques.speed.cores_reserved`) and returns; the PNGs
 are logged to their run from this process once drawn: when the next figures are handed over, and all
 of them when the block ends, so a study returns with every figure logged. The helper takes one job at
-a time; when the block ends this process, idle otherwise, draws some of those still waiting. A run may end FINISHED a moment before its figures arrive;
-a study killed with ``kill -9`` can leave the runs of its last trials without figures (the store stays
-consistent: their status and metrics are written before). Outside the block figures are drawn inline.
+a time; when the block ends this process, idle otherwise, draws some of those still waiting. A run may
+end FINISHED a moment before its figures arrive; a study killed with ``kill -9`` can leave the runs of
+its last trials without figures (the store stays consistent: their status and metrics are written
+before). Outside the block figures are drawn inline.
 """
 
 from __future__ import annotations
