@@ -245,10 +245,11 @@ def agrees(
     input_shape: tuple[int, ...],
 ) -> bool:
     """Whether ``grouped`` gives ``vmapped``'s evaluation logits on a probe batch (a last check that
-    every part of the model was understood)."""
+    every part of the model was understood: a misread layer is off by far more than the 1e-3 allowed,
+    which leaves room for TF32 and other reduced-precision kernels on a GPU)."""
     probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0)).to(next(iter(params.values())))
     with torch.no_grad():
         want = vmapped(params, buffers, probe)
         got, _ = grouped(params, buffers, probe, shared=True)
     scale = want.abs().max().clamp(min=1.0)
-    return got.shape == want.shape and bool(((got - want).abs().max() <= 1e-4 * scale).item()) and math.isfinite(scale)
+    return got.shape == want.shape and bool(((got - want).abs().max() <= 1e-3 * scale).item()) and math.isfinite(scale)
