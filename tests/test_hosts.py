@@ -122,12 +122,12 @@ def test_three_hosts_one_study_through_ten_host_kills(
             at = dt.datetime.now()
             hosts[victim].wait()
             lost = running_on(study, pids)
-            if not lost:  # its trial ended in the instant between the look and the kill: not mid-trial
+            study_file = folders[victim] / "hosts.yaml"
+            hosts[victim] = start_host(folders[victim], study_file, pg_url, tracking, 2, lease)  # requeued
+            if not lost:  # its trial ended in the instant between the look and the kill: restarted, not counted
                 continue
             kills += 1
             killed.update(dict.fromkeys((t.number for t in lost), at))
-            study_file = folders[victim] / "hosts.yaml"
-            hosts[victim] = start_host(folders[victim], study_file, pg_url, tracking, 2, lease)  # requeued
         codes = [h.wait(timeout=900) for h in hosts]
         logs = {f.name: (f / "host.log").read_text(errors="replace") for f in folders}
         assert codes == [0, 0, 0], logs

@@ -253,6 +253,7 @@ def test_a_bf16_mixed_population_trains_each_member_as_its_bf16_mixed_run(
     pop = build_population(cfgs, tuple(train[0].shape[1:]), 10)
     assert pop.bf16
     hist = fit(pop, train, val, epochs=EPOCHS)
+    assert pop.stacked._grouped is not None, pop.stacked.why_vmap  # the grouped forward, under autocast
     as32 = [
         tiny_config(*shared, f"optim.lr={lr}", f"seed={20 + i}", "trainer.precision=32-true")
         for i, lr in enumerate((0.05, 0.02))

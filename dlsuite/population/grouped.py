@@ -248,7 +248,7 @@ def agrees(
     every part of the model was understood: a misread layer is off by far more than the 1e-3 allowed,
     which leaves room for TF32 and other reduced-precision kernels on a GPU)."""
     probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0)).to(next(iter(params.values())))
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(probe.device.type, enabled=False):  # in float32, whatever the caller's
         want = vmapped(params, buffers, probe)
         got, _ = grouped(params, buffers, probe, shared=True)
     scale = want.abs().max().clamp(min=1.0)
