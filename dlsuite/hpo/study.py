@@ -285,14 +285,13 @@ def work(
     has left) and trains those that share their structure as populations (:mod:`dlsuite.hpo.batch`).
     """
     from dlsuite.hpo.batch import ask_batch, batch_size, run_batch
+    from dlsuite.techniques.speed import cores_reserved
 
     runner = runner or TrainRunner()
     study = open_study(spec, url, worker)
     base = spec.run_config()
     client = store.client(base.tracking.uri) if base.tracking.enabled else None
     result = WorkerResult()
-    from dlsuite.techniques.speed import cores_reserved
-
     # Each trial's figures are drawn by a helper process while the next trial trains; all are
     # logged before the worker returns (dlsuite/tracking/plot_queue.py). Its core is left to it.
     drawing = base.tracking.enabled and base.tracking.plots

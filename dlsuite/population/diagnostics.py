@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dlsuite.config import DiagnosticsConfig
+from dlsuite.techniques.diagnostics import activation_statistic
 
 _ACTS = (nn.ReLU, nn.Sigmoid, nn.Tanh)
 Row = dict[str, torch.Tensor]
@@ -35,14 +36,7 @@ def activation_hook(module: nn.Module, sink: list[torch.Tensor]) -> Callable[...
     """A forward hook appending the module's statistic (as the callback computes it) to ``sink``."""
 
     def hook(mod: nn.Module, inputs: Any, out: torch.Tensor) -> None:
-        out = out.detach()
-        if isinstance(module, nn.ReLU):
-            units = out.transpose(0, 1).reshape(out.shape[1], -1) if out.dim() > 1 else out[None]
-            sink.append(1.0 - (units > 0).any(dim=1).float().mean())
-        elif isinstance(module, nn.Sigmoid):
-            sink.append(((out < 0.01) | (out > 0.99)).float().mean())
-        else:
-            sink.append((out.abs() > 0.99).float().mean())
+        sink.append(activation_statistic(module, out.detach()))
 
     return hook
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from dlsuite.techniques.diagnostics import saturated
+
 Tensors = dict[str, torch.Tensor]
 
 _ELEMENTWISE = (
@@ -222,7 +224,7 @@ def _activation_statistic(m: nn.Module, h: Any, size: int) -> torch.Tensor:
         else:  # a unit is a feature: (P, B, F) -> (P, F)
             alive = (t > 0).any(1)
         return 1.0 - alive.float().mean(1)
-    hit = ((t < 0.01) | (t > 0.99)) if isinstance(m, nn.Sigmoid) else (t.abs() > 0.99)
+    hit = saturated(m, t)
     per_member = hit.transpose(0, 1).reshape(size, -1) if isinstance(h, _Maps) else hit.reshape(size, -1)
     return per_member.float().mean(1)
 

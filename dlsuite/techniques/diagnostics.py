@@ -33,6 +33,20 @@ from dlsuite.techniques.hooks import HasObjective, RecordsEpochs, RunLogger, Wra
 _ACTS = (nn.ReLU, nn.Sigmoid, nn.Tanh)
 
 
+def saturated(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """Which outputs of a sigmoid (below 0.01 or above 0.99) or tanh (beyond +-0.99) are saturated."""
+    return ((out < 0.01) | (out > 0.99)) if isinstance(module, nn.Sigmoid) else (out.abs() > 0.99)
+
+
+def activation_statistic(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """One forward's health number of an activation layer's output ``(B, C, ...)``: for a ReLU the share
+    of units (channels or features) silent for the whole batch, else the share of saturated outputs."""
+    if isinstance(module, nn.ReLU):
+        units = out.transpose(0, 1).reshape(out.shape[1], -1) if out.dim() > 1 else out[None]
+        return 1.0 - (units > 0).any(dim=1).float().mean()
+    return saturated(module, out).float().mean()
+
+
 class Diagnostics(Callback):
     """Per-epoch gradient, activation and weight statistics with end-of-run plots.
 
@@ -86,14 +100,7 @@ class Diagnostics(Callback):
         def hook(mod: nn.Module, inputs: Any, out: torch.Tensor) -> None:
             if not mod.training:
                 return
-            out = out.detach()
-            if isinstance(module, nn.ReLU):
-                units = out.transpose(0, 1).reshape(out.shape[1], -1) if out.dim() > 1 else out[None]
-                value = 1.0 - (units > 0).any(dim=1).float().mean()  # units silent for the whole batch
-            elif isinstance(module, nn.Sigmoid):
-                value = ((out < 0.01) | (out > 0.99)).float().mean()
-            else:
-                value = (out.abs() > 0.99).float().mean()
+            value = activation_statistic(module, out.detach())
             self._act_sum[name] = self._act_sum[name] + value if name in self._act_sum else value
             self._act_n[name] = self._act_n.get(name, 0) + 1
 
