@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlsuite.errors import DlsuiteError
 from dlsuite.tracking.record import EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING
@@ -104,6 +104,8 @@ def client(uri: str | None = None) -> MlflowClient:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     resolved = resolve_uri(uri)
+    if resolved.startswith(("http://", "https://")):
+        return _server_client(resolved)
     db = sqlite_path(resolved)
     if db is None or str(db.resolve()) in _READY:
         return mlflow.MlflowClient(tracking_uri=resolved)
@@ -111,6 +113,47 @@ def client(uri: str | None = None) -> MlflowClient:
         c = _open_sqlite(resolved, db)
     _READY.add(str(db.resolve()))
     return c
+
+
+_BROKEN = ("Connection broken", "IncompleteRead", "RemoteDisconnected", "Connection aborted")
+
+
+def _server_client(uri: str) -> MlflowClient:
+    """A client on a tracking server whose searches and reads are tried again when the answer broke off.
+
+    MLflow's HTTP client retries a request that got no answer, but not one whose answer was cut in the
+    middle (a server stopped while sending it: ``IncompleteRead``), which then failed the trial that
+    asked (seen in ``test_tracking_server_killed_and_restarted_mid_study_loses_no_trial``). Reads are
+    safe to send again; writes keep MLflow's own policy (creations: :func:`dlsuite.tracking.runs.create_run`).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    class _Client(mlflow.MlflowClient):
+        def _again(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+            for wait in (1.0, 2.0, 4.0, 8.0, 16.0):
+                try:
+                    return call(*args, **kwargs)
+                except MlflowException as exc:
+                    if not any(b in str(exc) for b in _BROKEN):
+                        raise
+                    log.warning("tracking server answer broke off; asking again in %.0f s: %s", wait, exc)
+                    time.sleep(wait)
+            return call(*args, **kwargs)
+
+        def search_runs(self, *args: Any, **kwargs: Any) -> Any:
+            return self._again(super().search_runs, *args, **kwargs)
+
+        def get_run(self, *args: Any, **kwargs: Any) -> Any:
+            return self._again(super().get_run, *args, **kwargs)
+
+        def search_experiments(self, *args: Any, **kwargs: Any) -> Any:
+            return self._again(super().search_experiments, *args, **kwargs)
+
+        def get_experiment_by_name(self, *args: Any, **kwargs: Any) -> Any:
+            return self._again(super().get_experiment_by_name, *args, **kwargs)
+
+    return _Client(tracking_uri=uri)
 
 
 def _open_sqlite(uri: str, db: Path) -> MlflowClient:
